@@ -1,0 +1,7 @@
+"""Local development and the demo: SQLite and Celery in process unless the environment says otherwise."""
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import env_bool
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = SECRET_KEY or "dev-only-not-secret"  # noqa: F405

@@ -1,0 +1,80 @@
+"""Participants, grids and the grid's skeleton: feeders, base voltages and buses."""
+
+from django.conf import settings
+from django.db import models
+
+
+class Participant(models.Model):
+    """An organisation taking part in the hub (utility, aggregator, researcher …), as org:Organization."""
+
+    iri = models.CharField(max_length=500, unique=True)
+    name = models.CharField(max_length=200)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="participants")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Grid(models.Model):
+    """One published grid model, owned by one participant; `version` counts the imports that changed it."""
+
+    iri = models.CharField(max_length=500, unique=True)
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="grids")
+    source = models.CharField(max_length=200, blank=True, help_text="Where the model came from (file, SimBench code, CGMES).")
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class GridPart(models.Model):
+    """Common fields of everything that belongs to a grid and has its own stable IRI."""
+
+    iri = models.CharField(max_length=500, unique=True)
+    grid = models.ForeignKey(Grid, on_delete=models.CASCADE, related_name="%(class)ss")
+    name = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name or self.iri
+
+
+class Feeder(GridPart):
+    """A feeder (cim:Feeder): the part of a grid supplied from one substation outlet."""
+
+
+class BaseVoltage(GridPart):
+    """A nominal voltage level of the grid (cim:BaseVoltage), in kV."""
+
+    nominal_voltage_kv = models.FloatField()
+
+
+class Bus(GridPart):
+    """A node of the grid (cim:TopologicalNode); `sv_*` keep a CGMES state-variable solution when given."""
+
+    base_voltage = models.ForeignKey(BaseVoltage, on_delete=models.PROTECT, related_name="buses")
+    feeder = models.ForeignKey(Feeder, null=True, blank=True, on_delete=models.SET_NULL, related_name="buses")
+    lon_degree = models.FloatField(null=True, blank=True)
+    lat_degree = models.FloatField(null=True, blank=True)
+    sv_v_kv = models.FloatField(null=True, blank=True, help_text="Solved voltage magnitude from a CGMES SV profile, kV.")
+    sv_angle_degree = models.FloatField(null=True, blank=True, help_text="Solved voltage angle from a CGMES SV profile.")
+    part_iris = models.JSONField(default=dict, blank=True)
+
+    class Meta(GridPart.Meta):
+        verbose_name_plural = "buses"
+
+    @property
+    def vn_kv(self) -> float:
+        return self.base_voltage.nominal_voltage_kv

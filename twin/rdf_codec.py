@@ -1,0 +1,591 @@
+"""The RDF form of a grid: one place that says how twin rows and RDF triples map onto each other.
+
+Reading (`graph_to_rows`) turns a validated graph into plain rows keyed by IRI; writing
+(`grid_to_graph`) turns stored rows back into triples. Both directions of every asset type sit next
+to each other below, so the mapping is stated once. The form (CIM100 terms unless noted):
+
+* grid: ``gt:Grid`` with ``cim:IdentifiedObject.name`` and optional ``gt:owner``;
+* bus: ``cim:TopologicalNode`` → ``cim:TopologicalNode.BaseVoltage`` → ``cim:BaseVoltage``;
+* equipment connects through ``cim:Terminal`` (``Terminal.ConductingEquipment``,
+  ``Terminal.TopologicalNode``, ``ACDCTerminal.sequenceNumber``);
+* transformer: ``cim:PowerTransformer`` with two ``cim:PowerTransformerEnd`` (end 1 = HV) and an
+  optional ``cim:RatioTapChanger`` on one end;
+* PV / wind / battery: ``cim:PowerElectronicsConnection`` with one ``cim:PowerElectronicsUnit``;
+* slack: ``cim:ExternalNetworkInjection`` with a ``cim:RegulatingControl`` (target in kV);
+* meter: ``saref:Meter`` with ``gt:measures``; EV charger: ``gt:EVChargingStation``.
+
+Powers follow CIM's load sign convention in RDF (positive p leaves the node); generators are stored
+with pandapower's generator convention, so their sign flips on the way in and out (exactly).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from rdflib import BNode, Graph, Literal, URIRef
+from rdflib.namespace import RDF, XSD
+
+from ontology.namespaces import CIM, GEO, GT, PREFIXES, SAREF
+
+NAME = CIM["IdentifiedObject.name"]
+IN_SERVICE = CIM["Equipment.inService"]
+T_EQUIPMENT = CIM["Terminal.ConductingEquipment"]
+T_NODE = CIM["Terminal.TopologicalNode"]
+T_SEQ = CIM["ACDCTerminal.sequenceNumber"]
+END_TRAFO = CIM["PowerTransformerEnd.PowerTransformer"]
+END_NUMBER = CIM["TransformerEnd.endNumber"]
+END_TERMINAL = CIM["TransformerEnd.Terminal"]
+RTC_END = CIM["RatioTapChanger.TransformerEnd"]
+UNIT_CONNECTION = CIM["PowerElectronicsUnit.PowerElectronicsConnection"]
+SV_NODE = CIM["SvVoltage.TopologicalNode"]
+RC_TERMINAL = CIM["RegulatingControl.Terminal"]
+REG_CONTROL = CIM["RegulatingCondEq.RegulatingControl"]
+
+SWITCH_CLASSES = {
+    "switch": CIM.Switch,
+    "breaker": CIM.Breaker,
+    "load_break_switch": CIM.LoadBreakSwitch,
+    "disconnector": CIM.Disconnector,
+    "fuse": CIM.Fuse,
+}
+GENERATION_UNIT_CLASSES = {"pv": CIM.PhotoVoltaicUnit, "wind": CIM.PowerElectronicsWindUnit, "other": GT.OtherGenerationUnit}
+INVERSE_PREDICATES = (T_EQUIPMENT, END_TRAFO, RTC_END, UNIT_CONNECTION, SV_NODE, REG_CONTROL)
+
+
+class CodecError(ValueError):
+    """The graph cannot be read as a grid; `node` names the offending RDF node."""
+
+    def __init__(self, node: str, message: str):
+        super().__init__(f"{node}: {message}")
+        self.node = node
+        self.message = message
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+class GraphIndex:
+    """Subject → predicate → objects, plus the few inverse links the mapping follows."""
+
+    def __init__(self, graph: Graph):
+        self.out: dict = defaultdict(lambda: defaultdict(list))
+        self.inverse: dict = defaultdict(list)
+        self.by_type: dict = defaultdict(list)
+        for s, p, o in graph:
+            self.out[s][p].append(o)
+            if p == RDF.type:
+                self.by_type[o].append(s)
+            elif p in INVERSE_PREDICATES:
+                self.inverse[(p, o)].append(s)
+
+    def instances(self, rdf_class: URIRef) -> list:
+        return sorted(set(self.by_type.get(rdf_class, [])))
+
+    def types(self, node) -> set:
+        return set(self.out[node].get(RDF.type, []))
+
+    def value(self, node, predicate, default=None):
+        values = self.out[node].get(predicate)
+        if not values:
+            return default
+        return values[0].toPython() if isinstance(values[0], Literal) else values[0]
+
+    def ref(self, node, predicate) -> str | None:
+        value = self.value(node, predicate)
+        return str(value) if value is not None else None
+
+    def referrers(self, predicate, node) -> list:
+        return sorted(self.inverse.get((predicate, node), []))
+
+    def terminals(self, equipment) -> list[tuple[str, str]]:
+        """(terminal IRI, bus IRI) of an equipment, in sequence-number order."""
+        found = []
+        for terminal in self.referrers(T_EQUIPMENT, equipment):
+            found.append((self.value(terminal, T_SEQ, 0), str(terminal), self.ref(terminal, T_NODE)))
+        return [(t, bus) for _, t, bus in sorted(found)]
+
+
+def _float(index: GraphIndex, node, predicate, default=None):
+    value = index.value(node, predicate, default)
+    return float(value) if value is not None else None
+
+
+def _common(index: GraphIndex, node, parts: dict | None = None) -> dict:
+    row = {
+        "iri": str(node),
+        "name": str(index.value(node, NAME, "")),
+        "feeder": index.ref(node, GT.feeder),
+        "owner": index.ref(node, GT.owner),
+        "in_service": bool(index.value(node, IN_SERVICE, True)),
+    }
+    if parts is not None:
+        row["part_iris"] = parts
+    return row
+
+
+def _one_terminal(index: GraphIndex, node) -> tuple[dict, str]:
+    terminals = index.terminals(node)
+    if len(terminals) != 1:
+        raise CodecError(str(node), f"expected exactly one terminal, found {len(terminals)}")
+    terminal, bus = terminals[0]
+    return {"T1": terminal}, bus
+
+
+def _two_terminals(index: GraphIndex, node) -> tuple[dict, str, str]:
+    terminals = index.terminals(node)
+    if len(terminals) != 2:
+        raise CodecError(str(node), f"expected exactly two terminals, found {len(terminals)}")
+    (t1, bus1), (t2, bus2) = terminals
+    return {"T1": t1, "T2": t2}, bus1, bus2
+
+
+@dataclass
+class GridRows:
+    """A grid read from RDF: the grid's own attributes and, per twin model name, rows keyed by IRI."""
+
+    grid: dict
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+
+    def count(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+
+def read_grid(index: GraphIndex) -> dict:
+    grids = index.instances(GT.Grid)
+    if len(grids) != 1:
+        raise CodecError("gt:Grid", f"an upload describes exactly one gt:Grid, found {len(grids)}")
+    node = grids[0]
+    return {"iri": str(node), "name": str(index.value(node, NAME, "")), "owner": index.ref(node, GT.owner)}
+
+
+def read_feeders(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.Feeder):
+        yield {"iri": str(node), "name": str(index.value(node, NAME, ""))}
+
+
+def read_base_voltages(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.BaseVoltage):
+        yield {
+            "iri": str(node),
+            "name": str(index.value(node, NAME, "")),
+            "nominal_voltage_kv": _float(index, node, CIM["BaseVoltage.nominalVoltage"]),
+        }
+
+
+def read_buses(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.TopologicalNode):
+        sv = index.referrers(SV_NODE, node)
+        yield {
+            "iri": str(node),
+            "name": str(index.value(node, NAME, "")),
+            "base_voltage": index.ref(node, CIM["TopologicalNode.BaseVoltage"]),
+            "feeder": index.ref(node, GT.feeder),
+            "lon_degree": _float(index, node, GEO.long),
+            "lat_degree": _float(index, node, GEO.lat),
+            "sv_v_kv": _float(index, sv[0], CIM["SvVoltage.v"]) if sv else None,
+            "sv_angle_degree": _float(index, sv[0], CIM["SvVoltage.angle"]) if sv else None,
+            "part_iris": {"SvVoltage": str(sv[0])} if sv else {},
+        }
+
+
+def read_external_grids(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.ExternalNetworkInjection):
+        parts, bus = _one_terminal(index, node)
+        control = index.value(node, REG_CONTROL)
+        if control is None:
+            raise CodecError(str(node), "an external grid needs a cim:RegulatingControl with its voltage setpoint")
+        parts["RegulatingControl"] = str(control)
+        yield {
+            **_common(index, node, parts),
+            "bus": bus,
+            "vm_target_kv": _float(index, control, CIM["RegulatingControl.targetValue"]),
+            "va_degree": _float(index, node, GT.voltageAngleSetpoint, 0.0),
+            "reference_priority": int(index.value(node, CIM["ExternalNetworkInjection.referencePriority"], 1)),
+        }
+
+
+def read_lines(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.ACLineSegment):
+        parts, from_bus, to_bus = _two_terminals(index, node)
+        yield {
+            **_common(index, node, parts),
+            "from_bus": from_bus,
+            "to_bus": to_bus,
+            "length_km": _float(index, node, CIM["Conductor.length"]),
+            "r_ohm": _float(index, node, CIM["ACLineSegment.r"]),
+            "x_ohm": _float(index, node, CIM["ACLineSegment.x"]),
+            "b_s": _float(index, node, CIM["ACLineSegment.bch"], 0.0),
+            "g_s": _float(index, node, CIM["ACLineSegment.gch"], 0.0),
+            "max_i_ka": _float(index, node, GT.ratedCurrent),
+        }
+
+
+END_FIELDS = {"r": "ohm", "x": "ohm", "g": "s", "b": "s"}
+
+
+def read_transformers(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.PowerTransformer):
+        ends = {int(index.value(e, END_NUMBER, 0)): e for e in index.referrers(END_TRAFO, node)}
+        if sorted(ends) != [1, 2]:
+            raise CodecError(str(node), "a transformer needs exactly two ends numbered 1 and 2")
+        row = _common(index, node, {})
+        for number, end in ends.items():
+            terminal = index.value(end, END_TERMINAL)
+            suffix = "" if number == 1 else "2"
+            row["part_iris"][f"End{number}"] = str(end)
+            row["part_iris"][f"T{number}"] = str(terminal)
+            row["hv_bus" if number == 1 else "lv_bus"] = index.ref(terminal, T_NODE)
+            row["vn_hv_kv" if number == 1 else "vn_lv_kv"] = _float(index, end, CIM["PowerTransformerEnd.ratedU"])
+            for quantity, unit in END_FIELDS.items():
+                row[f"{quantity}{suffix}_{unit}"] = _float(index, end, CIM[f"PowerTransformerEnd.{quantity}"], 0.0)
+        row["sn_mva"] = _float(index, ends[1], CIM["PowerTransformerEnd.ratedS"])
+        row["phase_angle_clock"] = int(index.value(ends[2], CIM["PowerTransformerEnd.phaseAngleClock"], 0))
+        row.update(_read_tap_changer(index, ends, row["part_iris"]))
+        yield row
+
+
+def _read_tap_changer(index: GraphIndex, ends: dict, parts: dict) -> dict:
+    for number, end in sorted(ends.items()):
+        changers = index.referrers(RTC_END, end)
+        if changers:
+            rtc = changers[0]
+            parts["RatioTapChanger"] = str(rtc)
+            return {
+                "tap_side": "hv" if number == 1 else "lv",
+                "tap_low": int(index.value(rtc, CIM["TapChanger.lowStep"])),
+                "tap_high": int(index.value(rtc, CIM["TapChanger.highStep"])),
+                "tap_neutral": int(index.value(rtc, CIM["TapChanger.neutralStep"])),
+                "tap_normal": int(index.value(rtc, CIM["TapChanger.normalStep"], index.value(rtc, CIM["TapChanger.neutralStep"]))),
+                "tap_pos": _float(index, rtc, CIM["TapChanger.step"], index.value(rtc, CIM["TapChanger.neutralStep"])),
+                "tap_step_percent": _float(index, rtc, CIM["RatioTapChanger.stepVoltageIncrement"]),
+            }
+    return {"tap_side": "", "tap_low": None, "tap_high": None, "tap_neutral": None, "tap_normal": None, "tap_pos": None, "tap_step_percent": None}
+
+
+def read_switches(index: GraphIndex) -> Iterator[dict]:
+    kinds = {cls: kind for kind, cls in SWITCH_CLASSES.items()}
+    nodes = sorted({n for cls in SWITCH_CLASSES.values() for n in index.instances(cls)})
+    for node in nodes:
+        parts, bus, other_bus = _two_terminals(index, node)
+        kind = next((kinds[t] for t in index.types(node) if t in kinds and t != CIM.Switch), "switch")
+        normal_open = bool(index.value(node, CIM["Switch.normalOpen"], False))
+        yield {
+            **_common(index, node, parts),
+            "bus": bus,
+            "other_bus": other_bus,
+            "kind": kind,
+            "normal_open": normal_open,
+            "open": bool(index.value(node, CIM["Switch.open"], normal_open)),
+        }
+
+
+def read_loads_and_chargers(index: GraphIndex) -> tuple[list[dict], list[dict]]:
+    loads, chargers = [], []
+    for node in index.instances(CIM.EnergyConsumer):
+        parts, bus = _one_terminal(index, node)
+        row = {
+            **_common(index, node, parts),
+            "bus": bus,
+            "p_mw": _float(index, node, CIM["EnergyConsumer.p"], 0.0),
+            "q_mvar": _float(index, node, CIM["EnergyConsumer.q"], 0.0),
+            "profile": str(index.value(node, GT.profile, "")),
+        }
+        if GT.EVChargingStation in index.types(node):
+            row["max_p_mw"] = _float(index, node, GT.maxChargingPower)
+            row["connector_count"] = int(index.value(node, GT.connectorCount, 1))
+            chargers.append(row)
+        else:
+            loads.append(row)
+    return loads, chargers
+
+
+def read_power_electronics(index: GraphIndex) -> tuple[list[dict], list[dict]]:
+    generators, storages = [], []
+    unit_kinds = {cls: kind for kind, cls in GENERATION_UNIT_CLASSES.items()}
+    for node in index.instances(CIM.PowerElectronicsConnection):
+        parts, bus = _one_terminal(index, node)
+        units = index.referrers(UNIT_CONNECTION, node)
+        if len(units) != 1:
+            raise CodecError(str(node), f"expected exactly one power-electronics unit, found {len(units)}")
+        unit = units[0]
+        parts["Unit"] = str(unit)
+        p = _float(index, node, CIM["PowerElectronicsConnection.p"], 0.0)
+        q = _float(index, node, CIM["PowerElectronicsConnection.q"], 0.0)
+        row = {
+            **_common(index, node, parts),
+            "bus": bus,
+            "sn_mva": _float(index, node, CIM["PowerElectronicsConnection.ratedS"]),
+            "profile": str(index.value(node, GT.profile, "")),
+        }
+        unit_types = index.types(unit)
+        if CIM.BatteryUnit in unit_types:
+            row.update(p_mw=p, q_mvar=q, max_e_mwh=_float(index, unit, CIM["BatteryUnit.ratedE"]),
+                       stored_e_mwh=_float(index, unit, CIM["BatteryUnit.storedE"]))
+            storages.append(row)
+        else:
+            kind = next((unit_kinds[t] for t in unit_types if t in unit_kinds), None)
+            if kind is None:
+                raise CodecError(str(unit), "unit must be a cim:PhotoVoltaicUnit, cim:PowerElectronicsWindUnit, cim:BatteryUnit or gt:OtherGenerationUnit")
+            row.update(kind=kind, p_mw=-p, q_mvar=-q)
+            generators.append(row)
+    return generators, storages
+
+
+def read_meters(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(SAREF.Meter):
+        yield {
+            **_common(index, node, {}),
+            "measured_iri": index.ref(node, GT.measures),
+            "kind": str(index.value(node, GT.meterKind, "smart_meter")),
+        }
+
+
+def graph_to_rows(graph: Graph) -> GridRows:
+    """Read a (validated) graph into rows per twin model, every reference still an IRI."""
+    index = GraphIndex(graph)
+    loads, chargers = read_loads_and_chargers(index)
+    generators, storages = read_power_electronics(index)
+    return GridRows(
+        grid=read_grid(index),
+        rows={
+            "Feeder": list(read_feeders(index)),
+            "BaseVoltage": list(read_base_voltages(index)),
+            "Bus": list(read_buses(index)),
+            "ExternalGrid": list(read_external_grids(index)),
+            "Line": list(read_lines(index)),
+            "Transformer": list(read_transformers(index)),
+            "Switch": list(read_switches(index)),
+            "Load": loads,
+            "StaticGenerator": generators,
+            "Storage": storages,
+            "EVCharger": chargers,
+            "Meter": list(read_meters(index)),
+        },
+    )
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _double(value: float) -> Literal:
+    return Literal(float(value), datatype=XSD.double)
+
+
+class TripleWriter:
+    """Collects triples of one grid; `None` values are left out so absence keeps meaning "not given"."""
+
+    def __init__(self):
+        self.graph = Graph()
+        for prefix, namespace in PREFIXES.items():
+            self.graph.bind(prefix, namespace)
+
+    def add(self, subject, predicate, value) -> None:
+        if value is None or value == "":
+            return
+        if isinstance(value, bool):
+            obj = Literal(value)
+        elif isinstance(value, int):
+            obj = Literal(value, datatype=XSD.integer)
+        elif isinstance(value, float):
+            obj = _double(value)
+        elif isinstance(value, URIRef | Literal | BNode):
+            obj = value
+        else:
+            obj = Literal(str(value))
+        self.graph.add((subject, predicate, obj))
+
+    def ref(self, subject, predicate, iri: str | None) -> None:
+        if iri:
+            self.graph.add((subject, predicate, URIRef(iri)))
+
+    def node(self, iri: str, rdf_class, name: str = "") -> URIRef:
+        subject = URIRef(iri)
+        self.graph.add((subject, RDF.type, rdf_class))
+        self.add(subject, NAME, name)
+        return subject
+
+    def equipment(self, row: dict, rdf_class, iris: dict[int, str]) -> URIRef:
+        """An equipment with its name, feeder, owner, in-service flag and its terminals on `iris` buses."""
+        subject = self.node(row["iri"], rdf_class, row["name"])
+        self.ref(subject, GT.feeder, iris.get("feeder"))
+        self.ref(subject, GT.owner, iris.get("owner"))
+        if not row["in_service"]:
+            self.add(subject, IN_SERVICE, False)
+        for number, bus_iri in sorted((k, v) for k, v in iris.items() if isinstance(k, int)):
+            terminal = self.terminal_iri(row, number)
+            self.node(terminal, CIM.Terminal)
+            self.graph.add((URIRef(terminal), T_EQUIPMENT, subject))
+            self.graph.add((URIRef(terminal), T_NODE, URIRef(bus_iri)))
+            self.add(URIRef(terminal), T_SEQ, number)
+        return subject
+
+    @staticmethod
+    def terminal_iri(row: dict, number: int) -> str:
+        return part_iri(row, f"T{number}")
+
+
+def part_iri(row: dict, part: str) -> str:
+    """The IRI of a helper object of an asset: the one it arrived with, or one derived from the asset's."""
+    return (row.get("part_iris") or {}).get(part) or f"{row['iri']}#{part}"
+
+
+def write_buses(w: TripleWriter, rows: Iterable[dict], iri_of: dict) -> None:
+    for row in rows:
+        bus = w.node(row["iri"], CIM.TopologicalNode, row["name"])
+        w.ref(bus, CIM["TopologicalNode.BaseVoltage"], iri_of["BaseVoltage"][row["base_voltage_id"]])
+        w.ref(bus, GT.feeder, iri_of["Feeder"].get(row["feeder_id"]))
+        w.add(bus, GEO.long, row["lon_degree"])
+        w.add(bus, GEO.lat, row["lat_degree"])
+        if row["sv_v_kv"] is not None:
+            sv = w.node(part_iri(row, "SvVoltage"), CIM.SvVoltage)
+            w.graph.add((sv, SV_NODE, bus))
+            w.add(sv, CIM["SvVoltage.v"], row["sv_v_kv"])
+            w.add(sv, CIM["SvVoltage.angle"], row["sv_angle_degree"])
+
+
+def _iris(row: dict, iri_of: dict, *bus_fields: str) -> dict:
+    iris = {i + 1: iri_of["Bus"][row[f"{name}_id"]] for i, name in enumerate(bus_fields)}
+    iris["feeder"] = iri_of["Feeder"].get(row["feeder_id"])
+    iris["owner"] = iri_of["Participant"].get(row["owner_id"])
+    return iris
+
+
+def write_external_grids(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.ExternalNetworkInjection, _iris(row, iri_of, "bus"))
+        w.add(node, CIM["ExternalNetworkInjection.referencePriority"], row["reference_priority"])
+        if row["va_degree"]:
+            w.add(node, GT.voltageAngleSetpoint, row["va_degree"])
+        control = w.node(part_iri(row, "RegulatingControl"), CIM.RegulatingControl)
+        w.graph.add((node, REG_CONTROL, control))
+        w.graph.add((control, CIM["RegulatingControl.mode"], CIM["RegulatingControlModeKind.voltage"]))
+        w.ref(control, RC_TERMINAL, w.terminal_iri(row, 1))
+        w.add(control, CIM["RegulatingControl.targetValue"], row["vm_target_kv"])
+
+
+def write_lines(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.ACLineSegment, _iris(row, iri_of, "from_bus", "to_bus"))
+        w.add(node, CIM["Conductor.length"], row["length_km"])
+        w.add(node, CIM["ACLineSegment.r"], row["r_ohm"])
+        w.add(node, CIM["ACLineSegment.x"], row["x_ohm"])
+        w.add(node, CIM["ACLineSegment.bch"], row["b_s"])
+        w.add(node, CIM["ACLineSegment.gch"], row["g_s"])
+        w.add(node, GT.ratedCurrent, row["max_i_ka"])
+
+
+def write_transformers(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.PowerTransformer, _iris(row, iri_of, "hv_bus", "lv_bus"))
+        for number in (1, 2):
+            end = w.node(part_iri(row, f"End{number}"), CIM.PowerTransformerEnd)
+            suffix = "" if number == 1 else "2"
+            w.graph.add((end, END_TRAFO, node))
+            w.add(end, END_NUMBER, number)
+            w.ref(end, END_TERMINAL, w.terminal_iri(row, number))
+            w.add(end, CIM["PowerTransformerEnd.ratedU"], row["vn_hv_kv" if number == 1 else "vn_lv_kv"])
+            w.add(end, CIM["PowerTransformerEnd.ratedS"], row["sn_mva"])
+            for quantity, unit in END_FIELDS.items():
+                w.add(end, CIM[f"PowerTransformerEnd.{quantity}"], row[f"{quantity}{suffix}_{unit}"])
+            w.add(end, CIM["PowerTransformerEnd.phaseAngleClock"], 0 if number == 1 else row["phase_angle_clock"])
+        if row["tap_side"]:
+            _write_tap_changer(w, row)
+
+
+def _write_tap_changer(w: TripleWriter, row: dict) -> None:
+    rtc = w.node(part_iri(row, "RatioTapChanger"), CIM.RatioTapChanger)
+    w.ref(rtc, RTC_END, part_iri(row, "End1" if row["tap_side"] == "hv" else "End2"))
+    w.add(rtc, CIM["TapChanger.lowStep"], row["tap_low"])
+    w.add(rtc, CIM["TapChanger.highStep"], row["tap_high"])
+    w.add(rtc, CIM["TapChanger.neutralStep"], row["tap_neutral"])
+    w.add(rtc, CIM["TapChanger.normalStep"], row["tap_normal"])
+    w.add(rtc, CIM["TapChanger.step"], row["tap_pos"])
+    w.add(rtc, CIM["RatioTapChanger.stepVoltageIncrement"], row["tap_step_percent"])
+
+
+def write_switches(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, SWITCH_CLASSES[row["kind"]], _iris(row, iri_of, "bus", "other_bus"))
+        w.add(node, CIM["Switch.normalOpen"], row["normal_open"])
+        w.add(node, CIM["Switch.open"], row["open"])
+
+
+def write_consumers(w: TripleWriter, rows, iri_of, charger: bool = False) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.EnergyConsumer, _iris(row, iri_of, "bus"))
+        w.add(node, CIM["EnergyConsumer.p"], row["p_mw"])
+        w.add(node, CIM["EnergyConsumer.q"], row["q_mvar"])
+        w.add(node, GT.profile, row["profile"])
+        if charger:
+            w.graph.add((node, RDF.type, GT.EVChargingStation))
+            w.add(node, GT.maxChargingPower, row["max_p_mw"])
+            w.add(node, GT.connectorCount, row["connector_count"])
+
+
+def _power_electronics(w: TripleWriter, row: dict, iri_of: dict, unit_class, p_mw: float, q_mvar: float):
+    node = w.equipment(row, CIM.PowerElectronicsConnection, _iris(row, iri_of, "bus"))
+    w.add(node, CIM["PowerElectronicsConnection.p"], p_mw)
+    w.add(node, CIM["PowerElectronicsConnection.q"], q_mvar)
+    w.add(node, CIM["PowerElectronicsConnection.ratedS"], row["sn_mva"])
+    w.add(node, GT.profile, row["profile"])
+    unit = w.node(part_iri(row, "Unit"), unit_class)
+    w.graph.add((unit, UNIT_CONNECTION, node))
+    return unit
+
+
+def write_generators(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        _power_electronics(w, row, iri_of, GENERATION_UNIT_CLASSES[row["kind"]], -row["p_mw"], -row["q_mvar"])
+
+
+def write_storages(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        unit = _power_electronics(w, row, iri_of, CIM.BatteryUnit, row["p_mw"], row["q_mvar"])
+        w.add(unit, CIM["BatteryUnit.ratedE"], row["max_e_mwh"])
+        w.add(unit, CIM["BatteryUnit.storedE"], row["stored_e_mwh"])
+
+
+def write_meters(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.node(row["iri"], SAREF.Meter, row["name"])
+        w.ref(node, GT.measures, row["measured_iri"])
+        w.add(node, GT.meterKind, row["kind"])
+        w.ref(node, GT.feeder, iri_of["Feeder"].get(row["feeder_id"]))
+        w.ref(node, GT.owner, iri_of["Participant"].get(row["owner_id"]))
+        if not row["in_service"]:
+            w.add(node, IN_SERVICE, False)
+
+
+WRITERS = [
+    ("ExternalGrid", write_external_grids),
+    ("Line", write_lines),
+    ("Transformer", write_transformers),
+    ("Switch", write_switches),
+    ("Load", write_consumers),
+    ("StaticGenerator", write_generators),
+    ("Storage", write_storages),
+    ("EVCharger", lambda w, rows, iri_of: write_consumers(w, rows, iri_of, charger=True)),
+    ("Meter", write_meters),
+]
+
+
+def rows_to_graph(grid: dict, rows: dict[str, list[dict]], iri_of: dict[str, dict]) -> Graph:
+    """Write a grid's rows (as `QuerySet.values()` gives them) as triples.
+
+    `iri_of` maps model name → primary key → IRI for everything rows refer to by foreign key
+    (Participant, Feeder, BaseVoltage, Bus).
+    """
+    w = TripleWriter()
+    node = w.node(grid["iri"], GT.Grid, grid["name"])
+    w.ref(node, GT.owner, iri_of["Participant"].get(grid["owner_id"]))
+    for row in rows["Feeder"]:
+        w.node(row["iri"], CIM.Feeder, row["name"])
+    for row in rows["BaseVoltage"]:
+        base_voltage = w.node(row["iri"], CIM.BaseVoltage, row["name"])
+        w.add(base_voltage, CIM["BaseVoltage.nominalVoltage"], row["nominal_voltage_kv"])
+    write_buses(w, rows["Bus"], iri_of)
+    for model_name, writer in WRITERS:
+        writer(w, rows[model_name], iri_of)
+    return w.graph
