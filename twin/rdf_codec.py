@@ -261,7 +261,8 @@ def _read_tap_changer(index: GraphIndex, ends: dict, parts: dict) -> dict:
                 "tap_pos": _float(index, rtc, CIM["TapChanger.step"], index.value(rtc, CIM["TapChanger.neutralStep"])),
                 "tap_step_percent": _float(index, rtc, CIM["RatioTapChanger.stepVoltageIncrement"]),
             }
-    return {"tap_side": "", "tap_low": None, "tap_high": None, "tap_neutral": None, "tap_normal": None, "tap_pos": None, "tap_step_percent": None}
+    no_tap_changer = dict.fromkeys(["tap_low", "tap_high", "tap_neutral", "tap_normal", "tap_pos", "tap_step_percent"])
+    return {"tap_side": "", **no_tap_changer}
 
 
 def read_switches(index: GraphIndex) -> Iterator[dict]:
@@ -327,7 +328,7 @@ def read_power_electronics(index: GraphIndex) -> tuple[list[dict], list[dict]]:
         else:
             kind = next((unit_kinds[t] for t in unit_types if t in unit_kinds), None)
             if kind is None:
-                raise CodecError(str(unit), "unit must be a cim:PhotoVoltaicUnit, cim:PowerElectronicsWindUnit, cim:BatteryUnit or gt:OtherGenerationUnit")
+                raise CodecError(str(unit), "unit must be a PV, wind, battery or other generation unit (see the shapes)")
             row.update(kind=kind, p_mw=-p, q_mvar=-q)
             generators.append(row)
     return generators, storages
@@ -342,13 +343,16 @@ def read_meters(index: GraphIndex) -> Iterator[dict]:
         }
 
 
-def graph_to_rows(graph: Graph) -> GridRows:
-    """Read a (validated) graph into rows per twin model, every reference still an IRI."""
+def graph_to_rows(graph: Graph, *, require_grid: bool = True) -> GridRows:
+    """Read a (validated) graph into rows per twin model, every reference still an IRI.
+
+    A whole-grid upload describes exactly one gt:Grid; a partial change (`require_grid=False`) none.
+    """
     index = GraphIndex(graph)
     loads, chargers = read_loads_and_chargers(index)
     generators, storages = read_power_electronics(index)
     return GridRows(
-        grid=read_grid(index),
+        grid=read_grid(index) if require_grid else {},
         rows={
             "Feeder": list(read_feeders(index)),
             "BaseVoltage": list(read_base_voltages(index)),

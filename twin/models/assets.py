@@ -70,7 +70,7 @@ class Transformer(Asset):
     x2_ohm = models.FloatField(default=0.0)
     g2_s = models.FloatField(default=0.0)
     b2_s = models.FloatField(default=0.0)
-    phase_angle_clock = models.IntegerField(default=0, help_text="Vector group clock number of end 2 (× 30°).")
+    phase_angle_clock = models.IntegerField(default=0, help_text="Vector group clock number of end 2 (times 30 degrees).")
     tap_side = models.CharField(max_length=2, choices=TAP_SIDES, blank=True)
     tap_low = models.IntegerField(null=True, blank=True)
     tap_high = models.IntegerField(null=True, blank=True)

@@ -1,0 +1,77 @@
+"""Reads of the twin: which grids a user operates, and a grid (or part of it) as RDF."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.db.models import QuerySet
+from rdflib import Graph, URIRef
+
+from twin import models
+from twin.rdf_codec import rows_to_graph
+
+CHUNK = 5000
+SKELETON = ["Feeder", "BaseVoltage", "Bus"]
+ROW_MODELS = [*SKELETON, *[m.__name__ for m in models.ASSET_MODELS]]
+
+
+def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
+    """Slices of at most `size` items (keeps `IN (...)` lists within every database's limits)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def participants_of(user) -> QuerySet[models.Participant]:
+    """The participants a user acts for."""
+    if not user.is_authenticated:
+        return models.Participant.objects.none()
+    return models.Participant.objects.filter(members=user)
+
+
+def grids_operated_by(user) -> QuerySet[models.Grid]:
+    """The grids a user may read and write as operator: those owned by one of the user's participants."""
+    return models.Grid.objects.filter(owner__in=participants_of(user)).select_related("owner")
+
+
+def assets_operated_by(user, model) -> QuerySet:
+    """Rows of one twin model that belong to grids the user operates."""
+    return model.objects.filter(grid__in=grids_operated_by(user))
+
+
+def grid_rows(grid: models.Grid, iris: set[str] | None = None) -> tuple[dict, dict[str, list[dict]], dict[str, dict]]:
+    """A grid's rows as `values()` dicts per model (optionally only those with the given IRIs) and the IRI maps."""
+    rows = {}
+    for name in ROW_MODELS:
+        queryset = getattr(models, name).objects.filter(grid=grid).order_by("id")
+        if iris is None:
+            rows[name] = list(queryset.values())
+        else:
+            wanted = sorted(iris)
+            rows[name] = [row for part in chunks(wanted) for row in queryset.filter(iri__in=part).values()]
+    iri_of = {name: dict(getattr(models, name).objects.filter(grid=grid).values_list("id", "iri")) for name in SKELETON}
+    owner_ids = {grid.owner_id} | {r.get("owner_id") for name in rows for r in rows[name] if r.get("owner_id")}
+    iri_of["Participant"] = dict(models.Participant.objects.filter(id__in=owner_ids).values_list("id", "iri"))
+    grid_row = {"iri": grid.iri, "name": grid.name, "owner_id": grid.owner_id}
+    return grid_row, rows, iri_of
+
+
+def grid_graph(grid: models.Grid) -> Graph:
+    """The whole grid in its RDF form (what export serves)."""
+    return rows_to_graph(*grid_rows(grid))
+
+
+def neighbourhood_graph(grid: models.Grid, change: Graph) -> Graph:
+    """The stored nodes a partial change refers to, with the base voltages of the buses among them."""
+    subjects = set(change.subjects())
+    referenced = {str(o) for o in change.objects() if isinstance(o, URIRef) and o not in subjects}
+    bus_voltages = models.Bus.objects.filter(grid=grid, iri__in=referenced).values_list("base_voltage__iri", flat=True)
+    referenced |= set(bus_voltages)
+    bus_ids = {
+        r[f]
+        for name in ROW_MODELS[3:]
+        for r in getattr(models, name).objects.filter(grid=grid, iri__in=referenced).values()
+        for f in ("bus_id", "other_bus_id", "from_bus_id", "to_bus_id", "hv_bus_id", "lv_bus_id")
+        if r.get(f)
+    }
+    referenced |= set(models.Bus.objects.filter(id__in=bus_ids).values_list("iri", flat=True))
+    return rows_to_graph(*grid_rows(grid, referenced))

@@ -1,0 +1,207 @@
+"""Writes to the twin: importing a grid graph (all or nothing, idempotent by IRI) and applying changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from rdflib import Graph
+
+from ontology.errors import OntologyError
+from ontology.validation import ValidationReport, Violation, normalise_numbers, validate_graph
+from twin import models
+from twin.rdf_codec import CodecError, GridRows, graph_to_rows
+from twin.selectors import chunks, neighbourhood_graph
+
+# Write order: whatever a row refers to is written before it.
+MODEL_ORDER = ["Feeder", "BaseVoltage", "Bus", *[m.__name__ for m in models.ASSET_MODELS]]
+FOREIGN_KEYS = {
+    "feeder": "Feeder",
+    "base_voltage": "BaseVoltage",
+    "owner": "Participant",
+    "bus": "Bus",
+    "other_bus": "Bus",
+    "from_bus": "Bus",
+    "to_bus": "Bus",
+    "hv_bus": "Bus",
+    "lv_bus": "Bus",
+}
+
+
+class ShapeViolation(OntologyError):
+    """The upload does not conform to the shapes; carries the full SHACL report."""
+
+    reason = "shacl_violation"
+    status = 422
+
+    def __init__(self, report: ValidationReport):
+        count = sum(v.severity == "Violation" for v in report.violations)
+        super().__init__(f"the model does not conform to the gridtwin shapes: {count} violation(s)")
+        self.report = report
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "conforms": False, "violations": [v.as_dict() for v in self.report.violations]}
+
+
+class IriConflict(OntologyError):
+    """An IRI of the upload already belongs to another grid."""
+
+    reason = "iri_conflict"
+    status = 409
+
+
+@dataclass
+class ImportResult:
+    """What an import did: per model, how many rows were created, updated and deleted."""
+
+    grid: models.Grid
+    created: bool
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return self.created or any(any(c.values()) for c in self.counts.values())
+
+    def as_dict(self) -> dict:
+        return {"id": self.grid.pk, "iri": self.grid.iri, "name": self.grid.name, "version": self.grid.version,
+                "created": self.created, "changed": self.changed, "counts": self.counts}
+
+
+def _model(name: str):
+    return getattr(models, name)
+
+
+def _check(graph: Graph, *, context: Graph | None = None, focus_nodes: set | None = None) -> GridRows | None:
+    normalise_numbers(graph)
+    report = validate_graph(graph, context=context, focus_nodes=focus_nodes)
+    if not report.conforms:
+        raise ShapeViolation(report)
+    try:
+        return graph_to_rows(graph, require_grid=context is None)
+    except CodecError as exc:
+        raise ShapeViolation(ValidationReport([Violation(focus_node=exc.node, message=exc.message)])) from exc
+
+
+@transaction.atomic
+def grid_import_graph(*, graph: Graph, participant: models.Participant, source: str = "") -> ImportResult:
+    """Validate a whole-grid graph and make the stored grid equal to it, or write nothing.
+
+    Idempotent by IRI: the same graph twice changes nothing; an edited graph updates rows in place
+    and rows whose IRI is no longer in the graph are deleted. Raises ShapeViolation (422) or
+    IriConflict (409).
+    """
+    rows = _check(graph)
+    grid_row = rows.grid
+    if grid_row["owner"] and grid_row["owner"] != participant.iri:
+        raise ShapeViolation(ValidationReport([Violation(
+            focus_node=grid_row["iri"], path="https://w3id.org/gridtwin/ontology#owner", value=grid_row["owner"],
+            message="a participant can only publish its own grids: gt:owner must be the uploading participant")]))
+    grid = models.Grid.objects.select_for_update().filter(iri=grid_row["iri"]).first()
+    created = grid is None
+    if grid is None:
+        grid = models.Grid.objects.create(iri=grid_row["iri"], name=grid_row["name"], owner=participant, source=source)
+    elif grid.owner_id != participant.pk:
+        raise IriConflict("the grid IRI is already used by another participant's grid", node=grid_row["iri"])
+    result = ImportResult(grid=grid, created=created)
+    _write_rows(grid, rows, result, delete_missing=True)
+    if not created and (result.changed or grid.name != grid_row["name"]):
+        grid.name = grid_row["name"]
+        grid.version += 1
+        grid.source = source or grid.source
+        grid.save(update_fields=["name", "version", "source", "updated_at"])
+    return result
+
+
+@transaction.atomic
+def grid_apply_changes(*, grid: models.Grid, graph: Graph) -> ImportResult:
+    """Upsert the assets a partial graph describes into an existing grid, validating only them.
+
+    Every node in `graph` is judged with its stored neighbourhood (the buses, voltages, feeders and
+    assets it refers to), not the whole grid, so a feeder-sized change validates in well under a second.
+    Each changed asset must be described completely, with its terminals. Nothing is deleted.
+    """
+    grid = models.Grid.objects.select_for_update().get(pk=grid.pk)
+    focus = set(graph.subjects())
+    rows = _check(graph, context=neighbourhood_graph(grid, graph), focus_nodes=focus)
+    result = ImportResult(grid=grid, created=False)
+    _write_rows(grid, rows, result, delete_missing=False)
+    if result.changed:
+        grid.version += 1
+        grid.save(update_fields=["version", "updated_at"])
+    return result
+
+
+def _write_rows(grid: models.Grid, rows: GridRows, result: ImportResult, *, delete_missing: bool) -> None:
+    ids = {"Participant": _participant_ids(rows)}
+    for name in MODEL_ORDER:
+        model = _model(name)
+        incoming = rows.rows.get(name, [])
+        _refuse_foreign_iris(model, grid, [r["iri"] for r in incoming])
+        existing = {r["iri"]: r for r in model.objects.filter(grid=grid).values()}
+        result.counts[name] = _upsert(model, grid, incoming, existing, ids)
+        if name in ("Feeder", "BaseVoltage", "Bus"):
+            ids[name] = dict(model.objects.filter(grid=grid).values_list("iri", "id"))
+    for name in reversed(MODEL_ORDER):
+        model = _model(name)
+        keep = {r["iri"] for r in rows.rows.get(name, [])}
+        stale = [pk for iri, pk in model.objects.filter(grid=grid).values_list("iri", "id") if iri not in keep] if delete_missing else []
+        for part in chunks(stale):
+            model.objects.filter(id__in=part).delete()
+        result.counts[name]["deleted"] = len(stale)
+
+
+def _participant_ids(rows: GridRows) -> dict[str, int]:
+    wanted = {r["owner"] for name in rows.rows for r in rows.rows[name] if r.get("owner")}
+    found = dict(models.Participant.objects.filter(iri__in=wanted).values_list("iri", "id"))
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise ShapeViolation(ValidationReport([
+            Violation(focus_node=r["iri"], path="https://w3id.org/gridtwin/ontology#owner", value=r["owner"],
+                      message="gt:owner names no registered participant")
+            for name in rows.rows for r in rows.rows[name] if r.get("owner") in missing
+        ]))
+    return found
+
+
+def _refuse_foreign_iris(model, grid: models.Grid, iris: list[str]) -> None:
+    for part in chunks(iris):
+        taken = model.objects.filter(iri__in=part).exclude(grid=grid).values_list("iri", flat=True).first()
+        if taken:
+            raise IriConflict("this IRI is already used in another grid", node=taken)
+
+
+def _resolve(row: dict, ids: dict) -> dict:
+    """A codec row with IRIs in foreign-key fields turned into `<field>_id` primary keys."""
+    values = {}
+    for key, value in row.items():
+        target = FOREIGN_KEYS.get(key)
+        if target is None:
+            values[key] = value
+        elif value is None:
+            values[f"{key}_id"] = None
+        else:
+            try:
+                values[f"{key}_id"] = ids[target][value]
+            except KeyError as exc:
+                raise ShapeViolation(ValidationReport([Violation(
+                    focus_node=row["iri"], path=key, value=value, message=f"{key} refers to a node that is not in the model")])) from exc
+    return values
+
+
+def _upsert(model, grid: models.Grid, incoming: list[dict], existing: dict, ids: dict) -> dict[str, int]:
+    to_create, to_update = [], []
+    fields: set[str] = set()
+    for row in incoming:
+        values = _resolve(row, ids)
+        current = existing.get(row["iri"])
+        if current is None:
+            to_create.append(model(grid=grid, **values))
+            continue
+        changed = [k for k, v in values.items() if current.get(k) != v]
+        if changed:
+            to_update.append(model(id=current["id"], grid=grid, **values))
+            fields.update(changed)
+    model.objects.bulk_create(to_create, batch_size=2000)
+    if to_update:
+        model.objects.bulk_update(to_update, sorted(fields), batch_size=1000)
+    return {"created": len(to_create), "updated": len(to_update), "deleted": 0}
