@@ -1,2 +1,9 @@
+from django.urls import path
 
-urlpatterns: list = []
+from ontology import views
+
+urlpatterns = [
+    path("ontology/", views.vocabulary, name="vocabulary"),
+    path("ontology/shapes/", views.shapes, name="shapes"),
+    path("ontology/<str:version>/", views.vocabulary, name="vocabulary-version"),
+]

@@ -1,2 +1,30 @@
+"""Routes of the operator API (v1)."""
 
-urlpatterns: list = []
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from twin import models
+from twin.api import views
+
+ASSET_ROUTES = {
+    "feeders": models.Feeder,
+    "base-voltages": models.BaseVoltage,
+    "buses": models.Bus,
+    "external-grids": models.ExternalGrid,
+    "lines": models.Line,
+    "transformers": models.Transformer,
+    "switches": models.Switch,
+    "loads": models.Load,
+    "static-generators": models.StaticGenerator,
+    "storages": models.Storage,
+    "ev-chargers": models.EVCharger,
+    "meters": models.Meter,
+}
+
+router = DefaultRouter()
+router.register("models", views.ModelUploadViewSet, basename="model")
+router.register("grids", views.GridViewSet, basename="grid")
+for prefix, model in ASSET_ROUTES.items():
+    router.register(prefix, views.asset_viewset(model), basename=model._meta.model_name)
+
+urlpatterns = [path("", include(router.urls))]

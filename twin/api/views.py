@@ -1,0 +1,186 @@
+"""Operator API: publish grids as RDF, read them back, browse assets. Views declare; services decide."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, parsers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotAcceptable, PermissionDenied, ValidationError
+from rest_framework.response import Response
+
+from ontology.errors import EmptyUpload, UploadTooLarge
+from ontology.parsing import parse_rdf
+from ontology.serialization import FORMATS, MEDIA_TYPE_FORMATS, serialize
+from twin import models, selectors, services
+from twin.api.serializers import GridSerializer, ImportResultSerializer, asset_serializer
+
+RDF_MEDIA_TYPES = sorted(MEDIA_TYPE_FORMATS)
+
+
+class RdfUploadParser(parsers.BaseParser):
+    """Hands the raw body to the view; the RDF parser itself runs in the ontology layer."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.GRIDTWIN_MAX_UPLOAD_BYTES
+        data = stream.read(limit + 1) if stream is not None else b""
+        if len(data) > limit:
+            raise UploadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        return data
+
+
+def read_upload(request):
+    """Parse the request body as RDF, refusing oversized bodies before reading them."""
+    limit = settings.GRIDTWIN_MAX_UPLOAD_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError as exc:
+        raise ValidationError({"reason": "bad_request", "message": "invalid Content-Length"}) from exc
+    if declared > limit:
+        raise UploadTooLarge(f"the body has {declared} bytes; the limit is {limit}")
+    data = request.data if isinstance(request.data, bytes) else b""
+    if not data:
+        raise EmptyUpload("the body is empty")
+    return parse_rdf(data, request.content_type, max_bytes=limit, max_literal_chars=settings.GRIDTWIN_MAX_LITERAL_CHARS)
+
+
+def acting_participant(request) -> models.Participant:
+    """The participant a request acts for: the user's only one, or the one named by `?participant=`."""
+    participants = selectors.participants_of(request.user)
+    wanted = request.query_params.get("participant")
+    if wanted:
+        participants = participants.filter(iri=wanted)
+    found = list(participants[:2])
+    if not found:
+        raise PermissionDenied("you act for no participant" + (f" with IRI {wanted}" if wanted else ""))
+    if len(found) > 1:
+        message = "you act for several participants: name one with ?participant=IRI"
+        raise ValidationError({"reason": "participant_required", "message": message})
+    return found[0]
+
+
+def shacl_response(request, exc: services.ShapeViolation) -> Response | HttpResponse:
+    """A 422 with the violations as JSON, or the SHACL report graph as Turtle when asked for."""
+    if request.query_params.get("report") == "turtle" or request.META.get("HTTP_ACCEPT", "").startswith("text/turtle"):
+        return HttpResponse(exc.report.as_turtle(), status=422, content_type="text/turtle; charset=utf-8")
+    return Response(exc.as_dict(), status=422)
+
+
+UPLOAD_PARAMETERS = [
+    OpenApiParameter("participant", str, description="IRI of the participant to act for (when the user acts for several)."),
+    OpenApiParameter("report", str, enum=["turtle"], description="On 422, answer the SHACL report graph as Turtle."),
+]
+
+
+class ModelUploadViewSet(viewsets.ViewSet):
+    """Publish a grid: POST a whole model as Turtle, JSON-LD, RDF/XML or N-Triples."""
+
+    parser_classes = [RdfUploadParser]
+
+    @extend_schema(
+        request={media_type: OpenApiTypes.BINARY for media_type in RDF_MEDIA_TYPES},
+        parameters=UPLOAD_PARAMETERS,
+        responses={201: ImportResultSerializer, 200: ImportResultSerializer, 409: OpenApiResponse(description="IRI conflict"),
+                   422: OpenApiResponse(description="SHACL violations"), 413: OpenApiResponse(description="too large"),
+                   415: OpenApiResponse(description="unsupported content type")},
+    )
+    def create(self, request):
+        participant = acting_participant(request)
+        graph = read_upload(request)
+        try:
+            result = services.grid_import_graph(graph=graph, participant=participant, source="upload")
+        except services.ShapeViolation as exc:
+            return shacl_response(request, exc)
+        return Response(result.as_dict(), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class GridViewSet(viewsets.ReadOnlyModelViewSet):
+    """The grids of the participants you act for; export one as RDF or apply a partial change."""
+
+    serializer_class = GridSerializer
+    filterset_fields = {"name": ["exact", "icontains"], "iri": ["exact"], "owner": ["exact"]}
+
+    def get_queryset(self):
+        return selectors.grids_operated_by(self.request.user).order_by("id")
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=sorted(FORMATS), description="Overrides the Accept header.")],
+        responses={(200, media_type): OpenApiTypes.BINARY for media_type in RDF_MEDIA_TYPES},
+    )
+    @action(detail=True, methods=["get"])
+    def rdf(self, request, pk=None):
+        """The grid as RDF, by content negotiation (Turtle when nothing is asked for)."""
+        grid = self.get_object()
+        format_name = request.query_params.get("format") or negotiate(request.META.get("HTTP_ACCEPT", ""))
+        if format_name not in FORMATS:
+            raise NotAcceptable(f"can serve {', '.join(RDF_MEDIA_TYPES)}")
+        body = serialize(selectors.grid_graph(grid), format_name)
+        return HttpResponse(body, content_type=f"{FORMATS[format_name][0]}; charset=utf-8")
+
+    @extend_schema(
+        request={media_type: OpenApiTypes.BINARY for media_type in RDF_MEDIA_TYPES},
+        parameters=UPLOAD_PARAMETERS[1:],
+        responses={200: ImportResultSerializer, 422: OpenApiResponse(description="SHACL violations")},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[RdfUploadParser])
+    def changes(self, request, pk=None):
+        """Upsert the assets described in the body (each complete, with its terminals) into this grid."""
+        grid = self.get_object()
+        graph = read_upload(request)
+        try:
+            result = services.grid_apply_changes(grid=grid, graph=graph)
+        except services.ShapeViolation as exc:
+            return shacl_response(request, exc)
+        return Response(result.as_dict())
+
+
+def negotiate(accept: str) -> str | None:
+    """The best RDF format for an Accept header (q-values honoured; */* and empty mean Turtle)."""
+    choices = []
+    for position, item in enumerate(accept.split(",")):
+        media_type, *params = (part.strip() for part in item.split(";"))
+        quality = next((float(p[2:]) for p in params if p.startswith("q=") and _is_number(p[2:])), 1.0)
+        choices.append((-quality, position, media_type.lower()))
+    for quality, _, media_type in sorted(choices):
+        if quality == 0:
+            continue
+        if media_type in MEDIA_TYPE_FORMATS:
+            return MEDIA_TYPE_FORMATS[media_type]
+        if media_type in ("*/*", "text/*", "application/*", ""):
+            return "turtle"
+    return None if accept.strip() else "turtle"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Read-only list and detail of one kind of asset, limited to the grids you operate."""
+
+    model = None
+
+    def get_queryset(self):
+        return selectors.assets_operated_by(self.request.user, self.model).order_by("id")
+
+
+def asset_viewset(model, extra_filters: tuple[str, ...] = ()) -> type[AssetViewSet]:
+    """A read-only viewset for one twin model, filterable by grid, feeder, name and IRI."""
+    filters = {"grid": ["exact"], "iri": ["exact"], "name": ["exact", "icontains"]}
+    for name in ("feeder", "in_service", "kind", *extra_filters):
+        if any(f.name == name for f in model._meta.get_fields()):
+            filters[name] = ["exact"]
+    return type(
+        f"{model.__name__}ViewSet",
+        (AssetViewSet,),
+        {"model": model, "serializer_class": asset_serializer(model), "filterset_fields": filters,
+         "__doc__": f"{model._meta.verbose_name_plural.capitalize()} of the grids you operate."},
+    )
