@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
-from rdflib import Graph
+from rdflib import Graph, URIRef
 
 from ontology.errors import OntologyError
 from ontology.validation import ValidationReport, Violation, normalise_numbers, validate_graph
 from twin import models
-from twin.rdf_codec import CodecError, GridRows, graph_to_rows
-from twin.selectors import chunks, neighbourhood_graph
+from twin.rdf_codec import CodecError, GridRows, graph_to_rows, rows_to_graph
+from twin.selectors import chunks, grid_rows, neighbourhood_graph
 
 # Write order: whatever a row refers to is written before it.
 MODEL_ORDER = ["Feeder", "BaseVoltage", "Bus", *[m.__name__ for m in models.ASSET_MODELS]]
@@ -205,3 +206,32 @@ def _upsert(model, grid: models.Grid, incoming: list[dict], existing: dict, ids:
     if to_update:
         model.objects.bulk_update(to_update, sorted(fields), batch_size=1000)
     return {"created": len(to_create), "updated": len(to_update), "deleted": 0}
+
+
+def participant_for_cli(name_or_iri: str | None) -> models.Participant:
+    """The participant a command acts for: an existing one by IRI or name, or a new one with that name.
+
+    Without a name, the local operator participant (created on first use) — the embedded demo's owner.
+    """
+    name_or_iri = name_or_iri or "Local operator"
+    found = models.Participant.objects.filter(iri=name_or_iri).first() or models.Participant.objects.filter(name=name_or_iri).first()
+    if found:
+        return found
+    slug = "-".join(name_or_iri.lower().split())
+    return models.Participant.objects.create(iri=f"{settings.GRIDTWIN_BASE_IRI}participant/{slug}", name=name_or_iri)
+
+
+def twin_object_check(instance) -> ValidationReport:
+    """Judge one edited row (before it is saved) by the shapes, together with its stored neighbourhood.
+
+    This is how an admin save is validated: the row is written as RDF exactly as export would write
+    it, and only that node and its helper nodes are the focus.
+    """
+    grid = instance.grid
+    grid_row, rows, iri_of = grid_rows(grid, iris=set())
+    iri_of["Participant"] = dict(models.Participant.objects.values_list("id", "iri"))
+    rows[type(instance).__name__] = [{f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}]
+    graph = rows_to_graph(grid_row, rows, iri_of)
+    focus = set(graph.subjects()) - {URIRef(grid.iri)}
+    normalise_numbers(graph)
+    return validate_graph(graph, context=neighbourhood_graph(grid, graph), focus_nodes=focus)

@@ -1,6 +1,7 @@
 """Participants, grids and the grid's skeleton: feeders, base voltages and buses."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -49,6 +50,16 @@ class GridPart(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.iri
+
+    def clean(self) -> None:
+        """Judge the edited row by the SHACL shapes, as an upload would be (admin saves come through here)."""
+        from twin.services import twin_object_check  # services import models
+
+        if self.grid_id is None:
+            return
+        report = twin_object_check(self)
+        if not report.conforms:
+            raise ValidationError([f"{v.message} ({v.path or v.focus_node})" for v in report.violations])
 
 
 class Feeder(GridPart):
