@@ -1,0 +1,68 @@
+"""Personas and grids shared by the tests.
+
+Personas: `operator` acts for the utility that publishes grids, `other_operator` for another
+utility, `anonymous` has no credentials. Fixture grids come from SimBench, converted once per run.
+"""
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from sharing.models import ApiToken
+from twin.models import Participant
+
+LV_CODE = "1-LV-rural1--0-sw"
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    _, raw = ApiToken.issue(user=user, name="test")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
+    return client
+
+
+@pytest.fixture
+def utility(db) -> Participant:
+    return Participant.objects.create(iri="https://gridtwin.example/id/participant/utility", name="Utility")
+
+
+@pytest.fixture
+def other_utility(db) -> Participant:
+    return Participant.objects.create(iri="https://gridtwin.example/id/participant/other-utility", name="Other utility")
+
+
+@pytest.fixture
+def operator(utility) -> APIClient:
+    user = get_user_model().objects.create_user("operator", password="pw-operator-1")
+    utility.members.add(user)
+    return token_client(user)
+
+
+@pytest.fixture
+def other_operator(other_utility) -> APIClient:
+    user = get_user_model().objects.create_user("other", password="pw-other-1")
+    other_utility.members.add(user)
+    return token_client(user)
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture(scope="session")
+def lv_net():
+    """The SimBench LV grid used across tests (loading SimBench costs seconds: once per run)."""
+    import simbench
+
+    return simbench.get_simbench_net(LV_CODE)
+
+
+@pytest.fixture(scope="session")
+def lv_turtle(lv_net) -> bytes:
+    """The LV grid in the gridtwin RDF form, as Turtle, owned by no one in particular."""
+    from ontology.converters.pandapower_net import net_to_graph
+    from ontology.serialization import serialize
+
+    graph = net_to_graph(lv_net, grid_iri=f"https://gridtwin.example/id/simbench/{LV_CODE}", grid_name=LV_CODE)
+    return serialize(graph, "turtle")

@@ -1,0 +1,42 @@
+# gridtwin — the two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/gridtwin
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+DEMO_GRID ?= 1-LV-rural1--0-sw
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+## demo: embedded default (SQLite, Celery in process): import a SimBench grid and a CGMES grid, export, show a SHACL rejection
+demo: install
+	mkdir -p var
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py demo --simbench $(DEMO_GRID)
+
+## test: the whole suite against real PostgreSQL and Redis (lint first)
+test: install lint
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py makemigrations --check --dry-run -v0
+
+## bench: performance figures with their ratios to the plain approach (see benchmarks/README.md)
+bench: install
+	mkdir -p var
+	$(PY) benchmarks/import_validate.py
+	$(PY) benchmarks/cgmes_sv_check.py
+	$(PY) benchmarks/simbench_roundtrip.py
+
+clean:
+	rm -rf var $(VENV)
