@@ -1,0 +1,81 @@
+"""The main job on the embedded default: publish grids, export them, show a rejection, draw the grid."""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from rdflib import Literal
+from rdflib.namespace import XSD
+
+from ontology.namespaces import CIM
+from ontology.serialization import serialize
+from sharing.models import ApiToken
+from twin import models, selectors, services
+from twin.plots import draw_grid_map
+
+OUT = Path(settings.BASE_DIR) / "var" / "demo"
+
+
+class Command(BaseCommand):
+    help = "Run the gridtwin demo: SimBench and CGMES imports, RDF export, a SHACL rejection and a grid map."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--simbench", default="1-LV-rural1--0-sw")
+
+    def handle(self, *args, simbench: str, **options):
+        OUT.mkdir(parents=True, exist_ok=True)
+        participant = services.participant_for_cli(None)
+        self.step(f"1. Publish SimBench grid {simbench}")
+        call_command("import_grid", simbench=simbench, stdout=self.stdout, stderr=self.stderr)
+        grid = models.Grid.objects.get(source=f"simbench:{simbench}")
+        self.step("2. Publish it again: idempotent by IRI")
+        call_command("import_grid", simbench=simbench, stdout=self.stdout, stderr=self.stderr)
+        self.step("3. Export as Turtle and JSON-LD")
+        for fmt, ext in (("turtle", "ttl"), ("json-ld", "jsonld")):
+            path = OUT / f"{simbench}.{ext}"
+            call_command("export_rdf", str(grid.pk), format=fmt, output=str(path), stderr=self.stderr)
+        self.step("4. A broken edit is rejected by the SHACL shapes, nothing is written")
+        self.show_rejection(grid, participant)
+        self.step("5. Publish a CGMES model (CIGRE MV, exported by a commercial tool)")
+        self.import_cgmes()
+        self.step("6. Draw the grid")
+        png = draw_grid_map(grid, OUT / f"{simbench}-map.png")
+        self.stdout.write(f"grid map with load-flow voltages: {png}")
+        self.step("7. Try the API")
+        self.print_tour(grid, participant)
+
+    def step(self, title: str) -> None:
+        self.stdout.write(self.style.MIGRATE_HEADING(f"\n{title}"))
+
+    def show_rejection(self, grid, participant) -> None:
+        graph = selectors.grid_graph(grid)
+        line = sorted(graph.subjects(CIM["Conductor.length"], None))[0]
+        graph.set((line, CIM["Conductor.length"], Literal(-0.2, datatype=XSD.double)))
+        version = grid.version
+        try:
+            services.grid_import_graph(graph=graph, participant=participant)
+        except services.ShapeViolation as exc:
+            for violation in exc.report.violations:
+                self.stdout.write(f"  {violation.severity}: {violation.focus_node} {violation.path} = {violation.value}")
+                self.stdout.write(f"    {violation.message}")
+        grid.refresh_from_db()
+        self.stdout.write(f"grid version still {grid.version} (was {version})")
+
+    def import_cgmes(self) -> None:
+        import cimpy
+
+        folder = Path(cimpy.__file__).parent / "examples" / "sampledata" / "CIGRE_MV"
+        files = sorted(str(p) for p in folder.glob("*.xml") if not p.name.endswith("_DI.xml"))
+        call_command("import_grid", *files, cgmes=True, name="CIGRE MV (CGMES)", stdout=self.stdout, stderr=self.stderr)
+
+    def print_tour(self, grid, participant) -> None:
+        user, _ = get_user_model().objects.get_or_create(username="demo")
+        participant.members.add(user)
+        _, token = ApiToken.issue(user=user, name="demo")
+        (OUT / "token.txt").write_text(token + "\n")
+        self.stdout.write(f"operator 'demo' of {participant.name}; API token saved in {OUT / 'token.txt'}")
+        self.stdout.write("start the server with `.venv/bin/python manage.py runserver` and follow the README's tour, e.g.")
+        self.stdout.write(f'  curl -H "Authorization: Token $(cat var/demo/token.txt)" -H "Accept: text/turtle" '
+                          f"http://127.0.0.1:8000/api/v1/grids/{grid.pk}/rdf")
