@@ -7,13 +7,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
-import pandapower  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
+import matplotlib.pyplot as plt
+import networkx as nx
+import pandapower
+from matplotlib.collections import LineCollection
 
-from twin import models  # noqa: E402
-from twin.pandapower_adapter import grid_to_net  # noqa: E402
+from twin import models
+from twin.pandapower_adapter import grid_to_net
 
 VOLTAGE_BAND_PU = (0.9, 1.1)
 
@@ -42,7 +42,8 @@ def draw_grid_map(grid: models.Grid, path: Path) -> Path:
     ax.add_collection(lines)
     fig.colorbar(lines, ax=ax, label="line loading (%)")
     xs, ys = zip(*(positions[b] for b in net.bus.index), strict=True)
-    dots = ax.scatter(xs, ys, c=net.res_bus.vm_pu.to_numpy(), cmap="coolwarm", vmin=VOLTAGE_BAND_PU[0], vmax=VOLTAGE_BAND_PU[1], s=18, zorder=3)
+    low, high = VOLTAGE_BAND_PU
+    dots = ax.scatter(xs, ys, c=net.res_bus.vm_pu.to_numpy(), cmap="coolwarm", vmin=low, vmax=high, s=18, zorder=3)
     fig.colorbar(dots, ax=ax, label="bus voltage (p.u.)")
     ax.autoscale()
     ax.set_title(f"{grid.name}: load flow on the twin (min {net.res_bus.vm_pu.min():.3f} p.u., "

@@ -10,7 +10,6 @@ from rdflib import Literal
 from rdflib.namespace import XSD
 
 from ontology.namespaces import CIM
-from ontology.serialization import serialize
 from sharing.models import ApiToken
 from twin import models, selectors, services
 from twin.plots import draw_grid_map

@@ -68,6 +68,7 @@ class Command(BaseCommand):
 
     def read_pandapower(self, path, base, participant, name):
         import pandapower
+
         from ontology.converters.pandapower_net import net_to_graph
 
         try:
