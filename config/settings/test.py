@@ -6,7 +6,7 @@ import dj_database_url
 
 from config.settings.base import *  # noqa: F403
 
-SECRET_KEY = "test-only-not-secret"
+SECRET_KEY = "test-only-not-secret"  # noqa: S105 - tests only
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gridtwin"),
