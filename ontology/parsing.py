@@ -14,7 +14,7 @@ from pathlib import Path
 import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
 
-from ontology.errors import EmptyUpload, ForbiddenConstruct, RdfSyntaxError, UnsupportedFormat, UploadTooLarge
+from ontology.errors import EmptyUpload, ForbiddenConstruct, OntologyError, RdfSyntaxError, UnsupportedFormat, UploadTooLarge
 
 MEDIA_TYPES = {
     "text/turtle": ox.RdfFormat.TURTLE,
@@ -83,8 +83,12 @@ def parse_rdf(data: bytes, media_type: str | None, *, max_bytes: int, max_litera
         if "remote context" in message.lower() or "LoadDocumentCallback" in message:
             raise ForbiddenConstruct("JSON-LD with a remote @context is refused; inline the context") from exc
         raise RdfSyntaxError(message, line=getattr(exc, "lineno", None)) from exc
+    except OntologyError:
+        raise
     except ValueError as exc:
         raise RdfSyntaxError(str(exc)) from exc
+    except MemoryError as exc:  # pyoxigraph caps a single token (e.g. a literal) at 16 MiB
+        raise ForbiddenConstruct(f"a single term is too large for the parser ({exc})") from exc
 
 
 def to_rdflib(quads, *, max_literal_chars: int) -> Graph:

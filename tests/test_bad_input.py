@@ -99,6 +99,12 @@ def test_64_mb_literal_is_refused(operator):
 @override_settings(GRIDTWIN_MAX_UPLOAD_BYTES=100 * 1024 * 1024)
 def test_64_mb_literal_is_refused_even_under_a_larger_body_limit(operator):
     body = b'<urn:s> <urn:p> "' + b"x" * (64 * 1024 * 1024) + b'" .'
+    assert_refused(upload(operator, body, "application/n-triples"), 400, "forbidden_construct")
+
+
+@override_settings(GRIDTWIN_MAX_LITERAL_CHARS=1000)
+def test_literal_over_the_literal_limit_names_its_node(operator):
+    body = b'<urn:s> <urn:p> "' + b"x" * 5000 + b'" .'
     response = upload(operator, body, "application/n-triples")
     assert_refused(response, 400, "forbidden_construct")
     assert response.json()["node"] == "urn:s"

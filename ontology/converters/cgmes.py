@@ -36,6 +36,7 @@ import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -154,7 +155,7 @@ class CimModel:
 
     def integer(self, key: str | None, *props: str) -> int | None:
         number = self.number(key, *props)
-        return None if number is None else int(round(number))
+        return None if number is None else round(number)
 
     def flag(self, key: str | None, *props: str) -> bool | None:
         text = self.value(key, *props)
@@ -164,7 +165,7 @@ class CimModel:
         return sorted(self.inverse.get((prop, key), ()))
 
 
-def check_xml(path: Path, data: bytes) -> None:
+def check_xml(path: Path, data: bytes) -> str:
     """Refuse non-UTF-8 files and any DOCTYPE or ENTITY declaration before a parser sees the bytes."""
     try:
         text = data.decode("utf-8-sig")
@@ -174,17 +175,25 @@ def check_xml(path: Path, data: bytes) -> None:
     if match:
         line = text.count("\n", 0, match.start()) + 1
         raise ConversionError(f"{path.name}: RDF/XML with a DOCTYPE or ENTITY declaration is refused", node=path.name, line=line)
+    return text
 
 
+@lru_cache(maxsize=65536)
 def mrid_key(iri: str) -> str:
-    """The mRID an IRI names: ``…#_abc`` and ``urn:uuid:abc`` are both ``abc``."""
+    """The mRID an IRI names: ``…#_abc`` and ``urn:uuid:abc`` are both ``abc`` (UUIDs in canonical form)."""
     if iri.lower().startswith("urn:uuid:"):
-        return iri[9:].lower()
-    if "#" in iri:
-        return iri.rsplit("#", 1)[1].removeprefix("_")
-    return iri
+        key = iri[9:]
+    elif "#" in iri:
+        key = iri.rsplit("#", 1)[1].removeprefix("_")
+    else:
+        return iri
+    try:
+        return str(uuid.UUID(key))
+    except ValueError:
+        return key
 
 
+@lru_cache(maxsize=4096)
 def local_name(iri: str) -> tuple[str, str | None]:
     """(name used in the model, CIM namespace if the IRI is in one)."""
     for namespace in CIM_VERSIONS:
@@ -196,14 +205,17 @@ def local_name(iri: str) -> tuple[str, str | None]:
     return iri, None
 
 
-def read_file(path: Path, model: CimModel) -> set[str]:
-    """Parse one CGMES file into `model`; return the CIM namespaces it uses."""
-    data = path.read_bytes()
-    check_xml(path, data)
-    namespaces: set[str] = set()
+def _object_key(iri: str) -> str:
+    """References to CIM enumeration values keep their local name; object references become mRIDs."""
+    name, namespace = local_name(iri)
+    return name if namespace or name.startswith("entsoe:") else mrid_key(iri)
+
+
+def parse_file(name: str, data: bytes, model: CimModel) -> set[str]:
+    """Parse one (checked) CGMES file into `model`; return the CIM namespaces it uses."""
+    namespaces: set[str | None] = set()
     try:
-        quads = ox.parse(data, format=ox.RdfFormat.RDF_XML, base_iri=BASE_IRI, without_named_graphs=True)
-        for quad in quads:
+        for quad in ox.parse(data, format=ox.RdfFormat.RDF_XML, base_iri=BASE_IRI, without_named_graphs=True):
             prop, ns = local_name(quad.predicate.value)
             namespaces.add(ns)
             obj = quad.object
@@ -217,40 +229,35 @@ def read_file(path: Path, model: CimModel) -> set[str]:
                 value, is_ref = _object_key(obj.value), True
             model.add(mrid_key(quad.subject.value), prop, value, is_ref)
     except (SyntaxError, ValueError) as exc:
-        raise ConversionError(f"{path.name}: not readable as RDF/XML: {exc}", node=path.name) from exc
+        raise ConversionError(f"{name}: not readable as RDF/XML: {exc}", node=name) from exc
     namespaces.discard(None)
     return namespaces
 
 
-def _object_key(iri: str) -> str:
-    """References to CIM enumeration values keep their local name; object references become mRIDs."""
-    name, namespace = local_name(iri)
-    return name if namespace or name.startswith("entsoe:") else mrid_key(iri)
-
-
-def _profiles(path: Path) -> str:
-    """The profile IRIs a file declares in its header (cheap text scan, used only to order files)."""
-    head = path.read_bytes()[:4000].decode("utf-8", errors="replace")
-    return " ".join(re.findall(r"Model\.profile>([^<]+)<", head))
-
-
-def _file_rank(path: Path) -> tuple[int, str]:
-    profiles = _profiles(path)
-    rank = next((i for i, name in enumerate(PROFILE_ORDER) if name in profiles), len(PROFILE_ORDER))
-    return rank, path.name
+def _profile_rank(text: str) -> int:
+    """Where a file goes in the reading order, from the profile its header declares."""
+    profiles = " ".join(re.findall(r"Model\.profile>([^<]+)<", text[:5000]))
+    return next((i for i, name in enumerate(PROFILE_ORDER) if name in profiles), len(PROFILE_ORDER))
 
 
 def read_model(paths: list[Path]) -> CimModel:
-    """Read and merge all profiles (EQ first, so its values win where profiles disagree)."""
+    """Check every file, then parse and merge them (EQ first, so its values win where profiles disagree)."""
     if not paths:
         raise ConversionError("no CGMES files given")
+    files = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConversionError(f"{path.name}: cannot be read ({exc.strerror})", node=path.name) from exc
+        files.append((_profile_rank(check_xml(path, data)), path.name, data))
     model = CimModel()
     used: dict[str, list[str]] = defaultdict(list)
-    for path in sorted(paths, key=_file_rank):
-        for namespace in read_file(path, model):
-            used[namespace].append(path.name)
+    for _, name, data in sorted(files, key=lambda f: f[:2]):
+        for namespace in parse_file(name, data, model):
+            used[namespace].append(name)
     if len(used) != 1:
-        found = "; ".join(f"{ns} in {', '.join(files)}" for ns, files in used.items()) or "none"
+        found = "; ".join(f"{ns} in {', '.join(names)}" for ns, names in used.items()) or "none"
         raise ConversionError(f"the files must use one CIM version (CGMES 2.4.15 or 3.0); found: {found}")
     model.namespace = next(iter(used))
     return model
@@ -276,12 +283,17 @@ class Identity:
     def __init__(self, grid_iri: str):
         self.grid_iri = grid_iri
         self.scope = uuid.uuid5(uuid.NAMESPACE_URL, grid_iri)
+        self.minted: dict[str, URIRef] = {}
 
     def iri(self, key: str) -> URIRef:
-        try:
-            return URIRef(f"urn:uuid:{uuid.UUID(key)}")
-        except ValueError:
-            return URIRef(f"urn:uuid:{uuid.uuid5(self.scope, key)}")
+        found = self.minted.get(key)
+        if found is None:
+            try:
+                found = URIRef(f"urn:uuid:{uuid.UUID(key)}")
+            except ValueError:
+                found = URIRef(f"urn:uuid:{uuid.uuid5(self.scope, key)}")
+            self.minted[key] = found
+        return found
 
 
 def default_grid_iri(model: CimModel) -> str:
@@ -340,7 +352,7 @@ class FormWriter:
 
 @dataclass
 class Topology:
-    """Where terminals connect: terminal key → TopologicalNode key, and the buses in use."""
+    """Where terminals connect: terminal key → TopologicalNode key (directly or through its ConnectivityNode)."""
 
     model: CimModel
     node_of_terminal: dict[str, str | None] = field(default_factory=dict)
@@ -409,14 +421,31 @@ def bus_base_voltage(model: CimModel, tn: str) -> str:
     """TopologicalNode.BaseVoltage, else the BaseVoltage of its (or its ConnectivityNodes') VoltageLevel."""
     base_voltage = model.value(tn, "TopologicalNode.BaseVoltage")
     containers = [model.value(tn, "TopologicalNode.ConnectivityNodeContainer")]
-    containers += [model.value(cn, "ConnectivityNode.ConnectivityNodeContainer") for cn in model.referrers("ConnectivityNode.TopologicalNode", tn)]
+    for cn in model.referrers("ConnectivityNode.TopologicalNode", tn):
+        containers.append(model.value(cn, "ConnectivityNode.ConnectivityNodeContainer"))
     for container in containers:
         if base_voltage is not None:
             break
         base_voltage = model.value(container, "VoltageLevel.BaseVoltage")
+    if base_voltage is None:
+        base_voltage = _equipment_base_voltage(model, tn)
     if base_voltage is None or model.number(base_voltage, "BaseVoltage.nominalVoltage") is None:
         raise ConversionError(f"TopologicalNode {tn} has no BaseVoltage with a nominal voltage", node=tn)
     return base_voltage
+
+
+def _equipment_base_voltage(model: CimModel, tn: str) -> str | None:
+    """The BaseVoltage of the equipment (or transformer end) at a TopologicalNode, for nodes in line containers."""
+    terminals = model.referrers("Terminal.TopologicalNode", tn)
+    for cn in model.referrers("ConnectivityNode.TopologicalNode", tn):
+        terminals += model.referrers("Terminal.ConnectivityNode", cn)
+    for terminal in sorted(terminals):
+        ends = model.referrers("TransformerEnd.Terminal", terminal)
+        equipment = model.value(terminal, "Terminal.ConductingEquipment")
+        found = model.value(ends[0], "TransformerEnd.BaseVoltage") if ends else model.value(equipment, "ConductingEquipment.BaseVoltage")
+        if found is not None:
+            return found
+    return None
 
 
 def sv_voltage(model: CimModel, tn: str) -> str | None:
@@ -450,7 +479,8 @@ def _is_permanent(model: CimModel, limit_type: str | None) -> bool:
     """PATL: ENTSO-E limitType / CIM100 kind ``patl``, an infinite duration, or a type named PATL."""
     kind = model.value(limit_type, "entsoe:OperationalLimitType.limitType", "OperationalLimitType.kind") or ""
     name = model.value(limit_type, "IdentifiedObject.name") or ""
-    return kind.lower().endswith("patl") or bool(model.flag(limit_type, "OperationalLimitType.isInfiniteDuration")) or name.upper() == "PATL"
+    infinite = bool(model.flag(limit_type, "OperationalLimitType.isInfiniteDuration"))
+    return kind.lower().endswith("patl") or infinite or name.upper() == "PATL"
 
 
 def rated_current_ka(model: CimModel, equipment: str, terminals: list[str]) -> float | None:
@@ -501,7 +531,11 @@ def transformer_ends(model: CimModel, key: str) -> list[str]:
     for end in ends:
         if model.number(end, "PowerTransformerEnd.ratedU") is None:
             raise ConversionError(f"PowerTransformerEnd {end} has no ratedU", node=end)
-    return sorted(ends, key=lambda e: (-model.number(e, "PowerTransformerEnd.ratedU"), model.integer(e, "TransformerEnd.endNumber") or 0, e))
+
+    def rank(end: str) -> tuple:
+        return -model.number(end, "PowerTransformerEnd.ratedU"), model.integer(end, "TransformerEnd.endNumber") or 0, end
+
+    return sorted(ends, key=rank)
 
 
 def write_transformers(w: FormWriter, topology: Topology) -> None:
@@ -606,10 +640,9 @@ def write_loads(w: FormWriter, topology: Topology) -> None:
 
 @dataclass
 class Slack:
-    """An injection chosen as slack, with the CGMES class its p/q and control come from."""
+    """An injection chosen as slack and its voltage target (kV) if it states one."""
 
     key: str
-    cim_class: str
     target_kv: float | None
 
 
@@ -626,15 +659,16 @@ def _control_target_kv(model: CimModel, key: str) -> tuple[str | None, float | N
 def choose_slacks(model: CimModel) -> list[Slack]:
     """ExternalNetworkInjections with control on; else regulating EquivalentInjections; else the best machine."""
     slacks = [
-        Slack(k, "ExternalNetworkInjection", _control_target_kv(model, k)[1])
+        Slack(k, _control_target_kv(model, k)[1])
         for k in model.instances("ExternalNetworkInjection")
         if model.flag(k, "RegulatingCondEq.controlEnabled") is not False
     ]
     if not slacks:
         slacks = [
-            Slack(k, "EquivalentInjection", model.number(k, "EquivalentInjection.regulationTarget"))
+            Slack(k, model.number(k, "EquivalentInjection.regulationTarget"))
             for k in model.instances("EquivalentInjection")
-            if model.flag(k, "EquivalentInjection.regulationCapability") is not False and model.flag(k, "EquivalentInjection.regulationStatus")
+            if model.flag(k, "EquivalentInjection.regulationCapability") is not False
+            and model.flag(k, "EquivalentInjection.regulationStatus")
         ]
     if not slacks:
         ranked = [
@@ -644,7 +678,7 @@ def choose_slacks(model: CimModel) -> list[Slack]:
         ]
         if ranked:
             key = min(ranked)[1]
-            slacks = [Slack(key, "RotatingMachine", _control_target_kv(model, key)[1])]
+            slacks = [Slack(key, _control_target_kv(model, key)[1])]
             logger.warning("no ExternalNetworkInjection; SynchronousMachine %s (best referencePriority) is the slack", key)
     if not slacks:
         logger.warning("the model has no slack (no ExternalNetworkInjection, regulating EquivalentInjection or prioritised machine)")
@@ -661,7 +695,8 @@ def write_slack(w: FormWriter, topology: Topology, slack: Slack) -> None:
     target_kv = slack.target_kv
     if target_kv is None:
         target_kv = model.number(sv, "SvVoltage.v") or model.number(bus_base_voltage(model, bus), "BaseVoltage.nominalVoltage")
-        logger.warning("slack %s has no voltage target; using %.6g kV (%s)", slack.key, target_kv, "SV voltage" if sv else "nominal voltage")
+        source = "its bus's SV voltage" if sv else "its bus's nominal voltage"
+        logger.warning("slack %s has no voltage target; using %.6g kV, %s", slack.key, target_kv, source)
     priority = model.integer(slack.key, "ExternalNetworkInjection.referencePriority", "SynchronousMachine.referencePriority")
     w.add(node, CIM["ExternalNetworkInjection.referencePriority"], 1 if priority is None else priority)
     angle_degree = model.number(sv, "SvVoltage.angle")

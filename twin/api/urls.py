@@ -22,6 +22,8 @@ ASSET_ROUTES = {
 }
 
 router = DefaultRouter()
+router.include_format_suffixes = False
+router.trailing_slash = "/?"  # both /grids/1/rdf and /grids/1/rdf/ answer
 router.register("models", views.ModelUploadViewSet, basename="model")
 router.register("grids", views.GridViewSet, basename="grid")
 for prefix, model in ASSET_ROUTES.items():

@@ -76,7 +76,14 @@ UPLOAD_PARAMETERS = [
 ]
 
 
-class ModelUploadViewSet(viewsets.ViewSet):
+class RdfNegotiationMixin:
+    """RDF responses are negotiated by the view itself; DRF only renders errors (as JSON), never 406s first."""
+
+    def perform_content_negotiation(self, request, force=False):
+        return super().perform_content_negotiation(request, force=True)
+
+
+class ModelUploadViewSet(RdfNegotiationMixin, viewsets.ViewSet):
     """Publish a grid: POST a whole model as Turtle, JSON-LD, RDF/XML or N-Triples."""
 
     parser_classes = [RdfUploadParser]
@@ -98,7 +105,7 @@ class ModelUploadViewSet(viewsets.ViewSet):
         return Response(result.as_dict(), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
-class GridViewSet(viewsets.ReadOnlyModelViewSet):
+class GridViewSet(RdfNegotiationMixin, viewsets.ReadOnlyModelViewSet):
     """The grids of the participants you act for; export one as RDF or apply a partial change."""
 
     serializer_class = GridSerializer

@@ -75,7 +75,7 @@ class BaseVoltage(GridPart):
 class Bus(GridPart):
     """A node of the grid (cim:TopologicalNode); `sv_*` keep a CGMES state-variable solution when given."""
 
-    base_voltage = models.ForeignKey(BaseVoltage, on_delete=models.PROTECT, related_name="buses")
+    base_voltage = models.ForeignKey(BaseVoltage, on_delete=models.CASCADE, related_name="buses")
     feeder = models.ForeignKey(Feeder, null=True, blank=True, on_delete=models.SET_NULL, related_name="buses")
     lon_degree = models.FloatField(null=True, blank=True)
     lat_degree = models.FloatField(null=True, blank=True)
