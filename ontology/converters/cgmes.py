@@ -11,9 +11,13 @@ any parser runs), merged by mRID, and mapped onto the CIM100 subset gridtwin spe
 * buses are TopologicalNodes (TP). Node-breaker terminals reach theirs through
   ``ConnectivityNode.TopologicalNode``; switches with both ends in one TopologicalNode are internal
   and dropped, the others become bus–bus switches;
-* transformers get the HV end as end 1 (phaseAngleClock re-referred); CGMES states the magnetising
-  susceptance ``b`` with the sign of its admittance (usually negative, inductive), gridtwin keeps its
-  magnitude as pandapower's CIM converter does (``i0_percent`` from ``sqrt(b² + g²)``);
+* lines keep their total r, x, bch, gch; the rated current is the smallest PATL CurrentLimit on the
+  line or its terminals (A → kA); a missing length becomes 1 km (it does not enter the load flow);
+* transformers get the HV end as end 1 (phaseAngleClock re-referred to it) and keep r, x, g, b per
+  end. CGMES states the magnetising susceptance ``b`` with the sign of its admittance (NEPLAN writes
+  it negative), gridtwin keeps its magnitude: b ≥ 0 is the inductive magnetising branch, as in
+  `ontology.converters.pandapower_net` and pandapower's own CIM converter (``i0`` from ``√(b² + g²)``).
+  The RatioTapChanger step comes from SSH, else SvTapStep, else normalStep;
 * the slack is every ExternalNetworkInjection whose control is not switched off; without one, a
   regulating EquivalentInjection, else the SynchronousMachine with the best (lowest positive)
   referencePriority. Its voltage setpoint is the RegulatingControl target (kV), else the SV voltage
@@ -22,6 +26,8 @@ any parser runs), merged by mRID, and mapped onto the CIM100 subset gridtwin spe
   else 0; powers keep CIM's load sign convention. Machines, PQ injections and CGMES 3.0
   PowerElectronicsConnections become inverter-style static generators; machine voltage control is not
   modelled (they are PQ injections at their SSH/SV setpoint);
+* equipment is out of service when CGMES 3.0 says so (Equipment.inService / normallyInService) or
+  when any of its terminals is disconnected;
 * SvVoltage (kV, degrees) on TopologicalNodes is kept.
 
 Equipment that carries power but has no place in gridtwin (three-winding transformers, shunt

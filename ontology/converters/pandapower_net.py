@@ -8,13 +8,13 @@ pandapower's to rounding):
 * lines: totals for the whole length with ``parallel`` folded in (r/x divided, b/g multiplied);
   ``b = 2π·f·c·length·parallel``; ``gt:ratedCurrent = max_i_ka · df · parallel``, the current
   pandapower measures ``loading_percent`` against;
-* transformers: everything on end 1 (HV), referred to ``vn_hv_kv``, with ``parallel`` folded in;
-  ``ratedS = sn_mva · parallel · df`` (what loading is measured against); ``r = vkr% · z_base``,
-  ``x = √(z² − r²)`` with ``z = vk% · z_base``, ``z_base = vn_hv²/ratedS·df`` …; magnetising
-  ``g = pfe/vn_hv²`` and ``b = √((i0%·sn)² − pfe²)/vn_hv²`` are magnitudes (b ≥ 0 denotes the inductive
-  magnetising susceptance pandapower models); ``phaseAngleClock = shift_degree/30`` on end 2;
-  taps become a ``cim:RatioTapChanger`` whatever pandapower's ``tap_changer_type`` says when it is
-  unset (SimBench nets since pandapower 3.0, where pandapower ignores their taps);
+* transformers: everything on end 1 (HV), referred to ``vn_hv_kv``, ``parallel`` units folded into
+  one: ``z_base = vn_hv²/(sn_mva·parallel)``, ``r = vkr%·z_base``, ``x = √((vk%·z_base)² − r²)``,
+  ``g = parallel·pfe/vn_hv²``, ``b = parallel·√((i0%·sn_mva)² − pfe²)/vn_hv²``; g and b are magnitudes
+  (b ≥ 0 stands for the inductive magnetising susceptance pandapower models); end 2 carries zeros;
+  ``ratedS = sn_mva·parallel·df``, what pandapower measures loading against;
+  ``phaseAngleClock = shift_degree/30`` on end 2; a tap becomes a ``cim:RatioTapChanger`` also when
+  ``tap_changer_type`` is unset (SimBench nets since pandapower 3.0, whose taps pandapower ignores);
 * switches at a line or transformer end (``et`` 'l'/'t'): CIM has no switch on a branch end, so the
   end moves to an auxiliary ``cim:TopologicalNode`` (``{grid}/bus/switch-{index}``, the bus's base
   voltage and coordinates) and the switch joins bus and auxiliary node;
@@ -437,7 +437,7 @@ def _transformer_end(b: RdfBuilder, transformer: URIRef, number: int, rated_u_kv
     b.value(end, C["PowerTransformerEnd.ratedU"], rated_u_kv)
     b.value(end, C["PowerTransformerEnd.ratedS"], rated_s_mva)
     for quantity, value in zip("rxgb", rxgb, strict=True):
-        b.value(end, CIM[f"PowerTransformerEnd.{quantity}"], float(value))
+        b.value(end, C[f"PowerTransformerEnd.{quantity}"], float(value))
     b.value(end, C["PowerTransformerEnd.phaseAngleClock"], clock)
     return end
 
