@@ -1,7 +1,7 @@
-"""Safe parsing of untrusted RDF uploads into an rdflib Graph.
+"""Safe parsing of untrusted RDF uploads.
 
 Parsing runs in pyoxigraph (Rust, iterative: deep nesting cannot blow the stack, no remote JSON-LD
-context is ever fetched) and is then copied into rdflib, which pyshacl needs. Before any parser sees
+context is ever fetched) and yields an `RdfDocument`. Before any parser sees
 the bytes: the size is capped, RDF/XML with a DOCTYPE or ENTITY declaration is refused, and the
 body must be UTF-8. After parsing: literals are capped and named graphs refused.
 """
@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 import pyoxigraph as ox
-from rdflib import BNode, Graph, Literal, URIRef
+from rdflib import Graph
 
-from ontology.errors import EmptyUpload, ForbiddenConstruct, OntologyError, RdfSyntaxError, UnsupportedFormat, UploadTooLarge
+from ontology.document import RdfDocument
+from ontology.errors import EmptyUpload, ForbiddenConstruct, RdfSyntaxError, UnsupportedFormat, UploadTooLarge
 
 MEDIA_TYPES = {
     "text/turtle": ox.RdfFormat.TURTLE,
@@ -71,59 +72,35 @@ def check_body(data: bytes, rdf_fmt: ox.RdfFormat, *, max_bytes: int) -> str:
     return text
 
 
-def parse_rdf(data: bytes, media_type: str | None, *, max_bytes: int, max_literal_chars: int) -> Graph:
+def parse_rdf(data: bytes, media_type: str | None, *, max_bytes: int, max_literal_chars: int) -> RdfDocument:
     """Parse an untrusted upload. Raises an `OntologyError` subclass naming the line or node at fault."""
     rdf_fmt = rdf_format(media_type)
     check_body(data, rdf_fmt, max_bytes=max_bytes)
     try:
-        quads = ox.parse(data, format=rdf_fmt, base_iri=UPLOAD_BASE_IRI, without_named_graphs=True)
-        return to_rdflib(quads, max_literal_chars=max_literal_chars)
+        quads = list(ox.parse(data, format=rdf_fmt, base_iri=UPLOAD_BASE_IRI, without_named_graphs=True))
     except SyntaxError as exc:
         message = str(exc)
         if "remote context" in message.lower() or "LoadDocumentCallback" in message:
             raise ForbiddenConstruct("JSON-LD with a remote @context is refused; inline the context") from exc
         raise RdfSyntaxError(message, line=getattr(exc, "lineno", None)) from exc
-    except OntologyError:
-        raise
     except ValueError as exc:
         raise RdfSyntaxError(str(exc)) from exc
     except MemoryError as exc:  # pyoxigraph caps a single token (e.g. a literal) at 16 MiB
         raise ForbiddenConstruct(f"a single term is too large for the parser ({exc})") from exc
+    check_terms(quads, max_literal_chars=max_literal_chars)
+    return RdfDocument(quads)
 
 
-def to_rdflib(quads, *, max_literal_chars: int) -> Graph:
-    """Copy pyoxigraph quads into an rdflib Graph, refusing literals longer than `max_literal_chars`."""
-    graph = Graph()
-    nodes: dict = {}
-    add = graph.add
+def check_terms(quads: list, *, max_literal_chars: int) -> None:
+    """Refuse literals longer than `max_literal_chars` and RDF-star quoted triples."""
     for quad in quads:
-        add((_node(quad.subject, nodes), _node(quad.predicate, nodes), _object(quad.object, quad.subject, nodes, max_literal_chars)))
-    return graph
-
-
-def _node(term, cache: dict):
-    node = cache.get(term)
-    if node is None:
-        if isinstance(term, ox.NamedNode):
-            node = URIRef(term.value)
-        elif isinstance(term, ox.BlankNode):
-            node = BNode(term.value)
-        else:
-            raise ForbiddenConstruct("RDF-star quoted triples are not supported")
-        cache[term] = node
-    return node
-
-
-def _object(term, subject, cache: dict, max_literal_chars: int):
-    if not isinstance(term, ox.Literal):
-        return _node(term, cache)
-    if len(term.value) > max_literal_chars:
-        raise ForbiddenConstruct(
-            f"a literal of {len(term.value)} characters exceeds the limit of {max_literal_chars}", node=str(subject.value)
-        )
-    if term.language:
-        return Literal(term.value, lang=term.language)
-    return Literal(term.value, datatype=URIRef(term.datatype.value))
+        obj = quad.object
+        if isinstance(obj, ox.Literal) and len(obj.value) > max_literal_chars:
+            raise ForbiddenConstruct(
+                f"a literal of {len(obj.value)} characters exceeds the limit of {max_literal_chars}", node=quad.subject.value
+            )
+        if isinstance(obj, ox.Triple) or isinstance(quad.subject, ox.Triple):
+            raise ForbiddenConstruct("RDF-star quoted triples are not supported", node=str(quad.subject))
 
 
 def parse_trusted_file(path: Path) -> Graph:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pyoxigraph as ox
-from rdflib import BNode, Graph, URIRef
-from rdflib.namespace import XSD
+from rdflib import Graph
 
+from ontology.document import RdfDocument
 from ontology.namespaces import PREFIXES
 
 FORMATS = {
@@ -17,28 +17,12 @@ FORMATS = {
 MEDIA_TYPE_FORMATS = {media_type: name for name, (media_type, _, _) in FORMATS.items()}
 
 
-def ox_triples(graph: Graph) -> list:
+def ox_triples(graph: Graph | RdfDocument) -> list:
     """The graph's triples as pyoxigraph terms."""
-    cache: dict = {}
-
-    def node(term):
-        found = cache.get(term)
-        if found is None:
-            if isinstance(term, URIRef):
-                found = ox.NamedNode(str(term))
-            elif isinstance(term, BNode):
-                found = ox.BlankNode(str(term))
-            elif term.language:
-                found = ox.Literal(str(term), language=term.language)
-            else:
-                found = ox.Literal(str(term), datatype=ox.NamedNode(str(term.datatype or XSD.string)))
-            cache[term] = found
-        return found
-
-    return [ox.Triple(node(s), node(p), node(o)) for s, p, o in graph]
+    return [ox.Triple(q.subject, q.predicate, q.object) for q in RdfDocument.from_graph(graph).quads]
 
 
-def serialize(graph: Graph, format_name: str) -> bytes:
+def serialize(graph: Graph | RdfDocument, format_name: str) -> bytes:
     """The graph as bytes in one of FORMATS, triples sorted so the same graph gives the same bytes."""
     _, rdf_format, _ = FORMATS[format_name]
     triples = sorted(ox_triples(graph), key=lambda t: (str(t.subject), str(t.predicate), str(t.object)))

@@ -105,7 +105,7 @@ def test_shape_violation_answers_422_with_the_results_and_writes_nothing(operato
     assert body["reason"] == "shacl_violation"
     violation = next(v for v in body["violations"] if v["focus_node"] == str(line))
     assert violation["path"] == str(CIM["Conductor.length"])
-    assert violation["value"] == "-1.0"
+    assert float(violation["value"]) == -1.0
     assert violation["severity"] == "Violation"
     assert "length" in violation["message"]
     assert models.Grid.objects.count() == 0

@@ -24,9 +24,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.namespace import RDF, XSD
 
+from ontology.document import RdfDocument, term_key
 from ontology.namespaces import CIM, GEO, GT, PREFIXES, SAREF
 
 NAME = CIM["IdentifiedObject.name"]
@@ -66,38 +68,64 @@ class CodecError(ValueError):
 # --- reading ----------------------------------------------------------------------------------
 
 
-class GraphIndex:
-    """Subject → predicate → objects, plus the few inverse links the mapping follows."""
+INTEGER_TYPES = {str(XSD[t]) for t in ("integer", "int", "long", "short", "nonNegativeInteger", "positiveInteger")}
+FLOAT_TYPES = {str(XSD.double), str(XSD.float), str(XSD.decimal)}
+BOOLEAN_TYPE = str(XSD.boolean)
 
-    def __init__(self, graph: Graph):
+
+def python_value(term):
+    """An object term as the codec reads it: IRIs as URIRef, blank nodes as `_:id`, literals as Python values."""
+    if isinstance(term, ox.NamedNode):
+        return URIRef(term.value)
+    if isinstance(term, ox.BlankNode):
+        return f"_:{term.value}"
+    datatype = term.datatype.value if term.language is None else None
+    if datatype in FLOAT_TYPES:
+        return float(term.value)
+    if datatype in INTEGER_TYPES:
+        return int(term.value)
+    if datatype == BOOLEAN_TYPE:
+        return term.value in ("true", "1")
+    return term.value
+
+
+class GraphIndex:
+    """Subject → predicate → objects, plus the few inverse links the mapping follows.
+
+    Nodes and predicates are keyed by their string (IRI, or `_:id` for blank nodes); every method takes
+    rdflib terms or strings alike.
+    """
+
+    def __init__(self, graph: Graph | RdfDocument):
         self.out: dict = defaultdict(lambda: defaultdict(list))
         self.inverse: dict = defaultdict(list)
         self.by_type: dict = defaultdict(list)
-        for s, p, o in graph:
-            self.out[s][p].append(o)
-            if p == RDF.type:
-                self.by_type[o].append(s)
-            elif p in INVERSE_PREDICATES:
-                self.inverse[(p, o)].append(s)
+        rdf_type = str(RDF.type)
+        inverse = {str(p) for p in INVERSE_PREDICATES}
+        for quad in RdfDocument.from_graph(graph).quads:
+            subject, predicate, obj = term_key(quad.subject), quad.predicate.value, python_value(quad.object)
+            self.out[subject][predicate].append(obj)
+            if predicate == rdf_type:
+                self.by_type[str(obj)].append(subject)
+            elif predicate in inverse:
+                self.inverse[(predicate, str(obj))].append(subject)
 
-    def instances(self, rdf_class: URIRef) -> list:
-        return sorted(set(self.by_type.get(rdf_class, [])))
+    def instances(self, rdf_class) -> list[str]:
+        return sorted(set(self.by_type.get(str(rdf_class), [])))
 
     def types(self, node) -> set:
-        return set(self.out[node].get(RDF.type, []))
+        return set(self.out[str(node)].get(str(RDF.type), []))
 
     def value(self, node, predicate, default=None):
-        values = self.out[node].get(predicate)
-        if not values:
-            return default
-        return values[0].toPython() if isinstance(values[0], Literal) else values[0]
+        values = self.out[str(node)].get(str(predicate))
+        return values[0] if values else default
 
     def ref(self, node, predicate) -> str | None:
         value = self.value(node, predicate)
         return str(value) if value is not None else None
 
-    def referrers(self, predicate, node) -> list:
-        return sorted(self.inverse.get((predicate, node), []))
+    def referrers(self, predicate, node) -> list[str]:
+        return sorted(self.inverse.get((str(predicate), str(node)), []))
 
     def terminals(self, equipment) -> list[tuple[str, str]]:
         """(terminal IRI, bus IRI) of an equipment, in sequence-number order."""
@@ -343,7 +371,7 @@ def read_meters(index: GraphIndex) -> Iterator[dict]:
         }
 
 
-def graph_to_rows(graph: Graph, *, require_grid: bool = True) -> GridRows:
+def graph_to_rows(graph: Graph | RdfDocument, *, require_grid: bool = True) -> GridRows:
     """Read a (validated) graph into rows per twin model, every reference still an IRI.
 
     A whole-grid upload describes exactly one gt:Grid; a partial change (`require_grid=False`) none.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pyoxigraph as ox
 from django.db.models import QuerySet
-from rdflib import Graph, URIRef
+from rdflib import Graph
 
+from ontology.document import RdfDocument
 from twin import models
 from twin.rdf_codec import rows_to_graph
 
@@ -60,10 +62,10 @@ def grid_graph(grid: models.Grid) -> Graph:
     return rows_to_graph(*grid_rows(grid))
 
 
-def neighbourhood_graph(grid: models.Grid, change: Graph) -> Graph:
+def neighbourhood_graph(grid: models.Grid, change: RdfDocument) -> Graph:
     """The stored nodes a partial change refers to, with the base voltages of the buses among them."""
-    subjects = set(change.subjects())
-    referenced = {str(o) for o in change.objects() if isinstance(o, URIRef) and o not in subjects}
+    subjects = change.subjects
+    referenced = {q.object.value for q in change.quads if isinstance(q.object, ox.NamedNode) and q.object not in subjects}
     bus_voltages = models.Bus.objects.filter(grid=grid, iri__in=referenced).values_list("base_voltage__iri", flat=True)
     referenced |= set(bus_voltages)
     bus_ids = {

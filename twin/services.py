@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from rdflib import Graph, URIRef
+from rdflib import Graph
 
+from ontology.document import RdfDocument, term_key
 from ontology.errors import OntologyError
-from ontology.validation import ValidationReport, Violation, normalise_numbers, validate_graph
+from ontology.validation import ValidationReport, Violation, normalise_numbers, validate
 from twin import models
 from twin.rdf_codec import CodecError, GridRows, graph_to_rows, rows_to_graph
 from twin.selectors import chunks, grid_rows, neighbourhood_graph
@@ -72,19 +73,21 @@ def _model(name: str):
     return getattr(models, name)
 
 
-def _check(graph: Graph, *, context: Graph | None = None, focus_nodes: set | None = None) -> GridRows | None:
-    normalise_numbers(graph)
-    report = validate_graph(graph, context=context, focus_nodes=focus_nodes)
+def _check(graph: Graph | RdfDocument, *, context: Graph | None = None, partial: bool = False) -> GridRows:
+    """Validate a graph (a partial one with its stored `context`) and read it into rows, or raise ShapeViolation."""
+    document = normalise_numbers(RdfDocument.from_graph(graph))
+    focus = {term_key(s) for s in document.subjects} if partial else None
+    report = validate(document, context=RdfDocument.from_graph(context) if context is not None else None, focus_nodes=focus)
     if not report.conforms:
         raise ShapeViolation(report)
     try:
-        return graph_to_rows(graph, require_grid=context is None)
+        return graph_to_rows(document, require_grid=not partial)
     except CodecError as exc:
         raise ShapeViolation(ValidationReport([Violation(focus_node=exc.node, message=exc.message)])) from exc
 
 
 @transaction.atomic
-def grid_import_graph(*, graph: Graph, participant: models.Participant, source: str = "") -> ImportResult:
+def grid_import_graph(*, graph: Graph | RdfDocument, participant: models.Participant, source: str = "") -> ImportResult:
     """Validate a whole-grid graph and make the stored grid equal to it, or write nothing.
 
     Idempotent by IRI: the same graph twice changes nothing; an edited graph updates rows in place
@@ -114,7 +117,7 @@ def grid_import_graph(*, graph: Graph, participant: models.Participant, source: 
 
 
 @transaction.atomic
-def grid_apply_changes(*, grid: models.Grid, graph: Graph) -> ImportResult:
+def grid_apply_changes(*, grid: models.Grid, graph: Graph | RdfDocument) -> ImportResult:
     """Upsert the assets a partial graph describes into an existing grid, validating only them.
 
     Every node in `graph` is judged with its stored neighbourhood (the buses, voltages, feeders and
@@ -122,8 +125,8 @@ def grid_apply_changes(*, grid: models.Grid, graph: Graph) -> ImportResult:
     Each changed asset must be described completely, with its terminals. Nothing is deleted.
     """
     grid = models.Grid.objects.select_for_update().get(pk=grid.pk)
-    focus = set(graph.subjects())
-    rows = _check(graph, context=neighbourhood_graph(grid, graph), focus_nodes=focus)
+    document = RdfDocument.from_graph(graph)
+    rows = _check(document, context=neighbourhood_graph(grid, document), partial=True)
     result = ImportResult(grid=grid, created=False)
     _write_rows(grid, rows, result, delete_missing=False)
     if result.changed:
@@ -231,7 +234,7 @@ def twin_object_check(instance) -> ValidationReport:
     grid_row, rows, iri_of = grid_rows(grid, iris=set())
     iri_of["Participant"] = dict(models.Participant.objects.values_list("id", "iri"))
     rows[type(instance).__name__] = [{f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}]
-    graph = rows_to_graph(grid_row, rows, iri_of)
-    focus = set(graph.subjects()) - {URIRef(grid.iri)}
-    normalise_numbers(graph)
-    return validate_graph(graph, context=neighbourhood_graph(grid, graph), focus_nodes=focus)
+    document = RdfDocument.from_graph(rows_to_graph(grid_row, rows, iri_of))
+    focus = {term_key(s) for s in document.subjects} - {grid.iri}
+    context = RdfDocument.from_graph(neighbourhood_graph(grid, document))
+    return validate(normalise_numbers(document), context=context, focus_nodes=focus)
