@@ -10,7 +10,7 @@ from ontology.validation import SHAPES_PATH, ShapesError, load_shapes, validate_
 
 
 def pyshacl_results(graph: Graph) -> set[tuple[str, str | None]]:
-    conforms, results, _ = pyshacl.validate(graph, shacl_graph=Graph().parse(SHAPES_PATH), inference="none", advanced=True)
+    _, results, _ = pyshacl.validate(graph, shacl_graph=Graph().parse(SHAPES_PATH), inference="none", advanced=True)
     found = set()
     for result in results.subjects(RDF.type, SH.ValidationResult):
         path = results.value(result, SH.resultPath)
