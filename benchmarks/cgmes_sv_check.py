@@ -35,30 +35,12 @@ def best_seconds(fn, repeat: int):
     return value, best
 
 
-def sv_deviation(grid, calculate_voltage_angles: bool) -> tuple[float, float] | None:
-    """(max |Δvm| pu, max |Δva| degrees) of the twin load flow against the stored SV voltages, or None."""
-    import numpy as np
-    import pandapower as pp
-
-    from twin.models import Bus
-    from twin.pandapower_adapter import grid_to_net
-
-    buses = list(Bus.objects.filter(grid=grid).exclude(sv_v_kv=None).select_related("base_voltage"))
-    if not buses:
-        return None
-    net, index = grid_to_net(grid)
-    pp.runpp(net, calculate_voltage_angles=calculate_voltage_angles, lightsim2grid=False)
-    positions = [index["bus"][bus.iri] for bus in buses]
-    dvm = np.abs(net.res_bus.vm_pu.loc[positions].to_numpy() - [b.sv_v_kv / b.vn_kv for b in buses])
-    dva = np.abs(net.res_bus.va_degree.loc[positions].to_numpy() - [b.sv_angle_degree for b in buses])
-    return float(dvm.max()), float(dva.max())
-
-
 def check_sample(label: str, paths: list[Path], participant, repeat: int) -> None:
     from django.db import transaction
 
     from ontology.converters.cgmes import cgmes_to_graph
     from twin.services import grid_import_graph
+    from twin.sv_comparison import sv_deviation
 
     graph, seconds = best_seconds(lambda: cgmes_to_graph(paths, owner_iri=participant.iri), repeat)
     try:
@@ -66,7 +48,8 @@ def check_sample(label: str, paths: list[Path], participant, repeat: int) -> Non
             result = grid_import_graph(graph=graph, participant=participant, source=f"benchmark:{label}")
             created = {name: counts["created"] for name, counts in result.counts.items()}
             assets = sum(created.values()) - created["Bus"] - created["BaseVoltage"] - created["Feeder"]
-            plain, shifted = sv_deviation(result.grid, False), sv_deviation(result.grid, True)
+            plain = sv_deviation(result.grid, calculate_voltage_angles=False)
+            shifted = sv_deviation(result.grid, calculate_voltage_angles=True)
             raise Rollback
     except Rollback:
         pass

@@ -13,6 +13,7 @@ from ontology.namespaces import CIM
 from sharing.models import ApiToken
 from twin import models, selectors, services
 from twin.plots import draw_grid_map
+from twin.sv_comparison import sv_deviation
 
 OUT = Path(settings.BASE_DIR) / "var" / "demo"
 
@@ -68,6 +69,9 @@ class Command(BaseCommand):
         folder = Path(cimpy.__file__).parent / "examples" / "sampledata" / "CIGRE_MV"
         files = sorted(str(p) for p in folder.glob("*.xml") if not p.name.endswith("_DI.xml"))
         call_command("import_grid", *files, cgmes=True, name="CIGRE MV (CGMES)", stdout=self.stdout, stderr=self.stderr)
+        grid = models.Grid.objects.filter(source__startswith="cgmes:").latest("updated_at")
+        dvm_pu, dva_degree = sv_deviation(grid)
+        self.stdout.write(f"twin load flow vs the SV profile: max |Δvm| {dvm_pu:.1e} p.u., max |Δva| {dva_degree:.1e}°")
 
     def print_tour(self, grid, participant) -> None:
         user, _ = get_user_model().objects.get_or_create(username="demo")
