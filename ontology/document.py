@@ -88,3 +88,15 @@ def rdflib_term(term, cache: dict):
 def term_key(term) -> str:
     """A node's identity as a string: the IRI, or `_:id` for a blank node (used in reports and the codec)."""
     return f"_:{term.value}" if isinstance(term, ox.BlankNode) else term.value
+
+
+def typed_literal(value) -> Literal:
+    """The one rule for writing a Python value into RDF: bool → xsd:boolean, int → xsd:integer,
+    float → xsd:double, anything else → a plain string. Keeping it in one place keeps exports lossless."""
+    if isinstance(value, bool):
+        return Literal(value)
+    if isinstance(value, int):
+        return Literal(value, datatype=XSD.integer)
+    if isinstance(value, float):
+        return Literal(value, datatype=XSD.double)
+    return Literal(str(value))

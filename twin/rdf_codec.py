@@ -28,7 +28,7 @@ import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.namespace import RDF, XSD
 
-from ontology.document import RdfDocument, term_key
+from ontology.document import RdfDocument, term_key, typed_literal
 from ontology.namespaces import CIM, GEO, GT, PREFIXES, SAREF
 
 NAME = CIM["IdentifiedObject.name"]
@@ -401,10 +401,6 @@ def graph_to_rows(graph: Graph | RdfDocument, *, require_grid: bool = True) -> G
 # --- writing ----------------------------------------------------------------------------------
 
 
-def _double(value: float) -> Literal:
-    return Literal(float(value), datatype=XSD.double)
-
-
 class TripleWriter:
     """Collects triples of one grid; `None` values are left out so absence keeps meaning "not given"."""
 
@@ -416,16 +412,7 @@ class TripleWriter:
     def add(self, subject, predicate, value) -> None:
         if value is None or value == "":
             return
-        if isinstance(value, bool):
-            obj = Literal(value)
-        elif isinstance(value, int):
-            obj = Literal(value, datatype=XSD.integer)
-        elif isinstance(value, float):
-            obj = _double(value)
-        elif isinstance(value, URIRef | Literal | BNode):
-            obj = value
-        else:
-            obj = Literal(str(value))
+        obj = value if isinstance(value, URIRef | Literal | BNode) else typed_literal(value)
         self.graph.add((subject, predicate, obj))
 
     def ref(self, subject, predicate, iri: str | None) -> None:

@@ -47,8 +47,9 @@ from pathlib import Path
 
 import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
-from rdflib.namespace import RDF, XSD
+from rdflib.namespace import RDF
 
+from ontology.document import typed_literal
 from ontology.errors import ConversionError
 from ontology.namespaces import CIM, CIM16, GT, PREFIXES
 
@@ -335,16 +336,7 @@ class FormWriter:
     def add(self, subject, predicate, value) -> None:
         if value is None or value == "":
             return
-        if isinstance(value, bool):
-            obj = Literal(value)
-        elif isinstance(value, int):
-            obj = Literal(value, datatype=XSD.integer)
-        elif isinstance(value, float):
-            obj = Literal(float(value), datatype=XSD.double)
-        elif isinstance(value, URIRef | Literal | BNode):
-            obj = value
-        else:
-            obj = Literal(str(value))
+        obj = value if isinstance(value, URIRef | Literal | BNode) else typed_literal(value)
         self.graph.add((subject, predicate, obj))
 
     def node(self, subject: URIRef, rdf_class, name: str | None = None) -> URIRef:
