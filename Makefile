@@ -29,8 +29,8 @@ test: install lint
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py makemigrations --check --dry-run -v0
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+	DATABASE_URL=sqlite://:memory: $(PY) manage.py makemigrations --check --dry-run -v0
+	DATABASE_URL=sqlite://:memory: $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
 
 ## bench: performance figures with their ratios to the plain approach (see benchmarks/README.md)
 bench: install
