@@ -1,8 +1,9 @@
 """Load-flow round trip of every SimBench LV, MV and MV+LV grid (scenario 0, "sw") through the twin.
 
-For each grid: SimBench net → RDF (`net_to_graph`) → validate + store (`grid_import_graph`) →
+For each grid: SimBench net → RDF (`net_to_document`) → validate + store (`grid_import_graph`) →
 pandapower net (`grid_to_net`) → `runpp`, next to `runpp` on the original net. Prints per grid the
-size, conversion and import seconds and the largest differences on the original buses and branches:
+size, the conversion seconds (to an RdfDocument, which the import uses, and to an rdflib Graph),
+the import seconds and the largest differences on the original buses and branches:
 |Δvm_pu| and |Δloading_percent| against the original with `tap_changer_type = "Ratio"` (what the
 twin models), and — the plain approach — |Δvm_pu| against the raw SimBench net, whose taps
 pandapower 3 ignores (simbench issue #69).
@@ -31,6 +32,7 @@ class Outcome:
     buses: int
     assets: int
     convert_s: float
+    graph_s: float
     import_s: float
     dvm_pu: float
     dloading_percent: float
@@ -76,26 +78,26 @@ def differences(original, twin, index, grid_iri: str) -> tuple[float, float]:
     return dvm, dloading
 
 
-def store_and_rebuild(graph, grid_iri: str, participant):
+def store_and_rebuild(document, grid_iri: str, participant):
     """Import the graph into the twin database and build the net back from it: (net, index, import seconds)."""
     from twin import models, services
     from twin.pandapower_adapter import grid_to_net
 
     models.Grid.objects.filter(iri=grid_iri).delete()
     start = time.perf_counter()
-    result = services.grid_import_graph(graph=graph, participant=participant, source=f"benchmark:{grid_iri}")
+    result = services.grid_import_graph(graph=document, participant=participant, source=f"benchmark:{grid_iri}")
     seconds = time.perf_counter() - start
     net, index = grid_to_net(result.grid)
     result.grid.delete()
     return net, index, seconds
 
 
-def rebuild_without_database(graph):
+def rebuild_without_database(document):
     from twin.pandapower_adapter import rows_to_net
     from twin.rdf_codec import graph_to_rows
 
     start = time.perf_counter()
-    rows = graph_to_rows(graph)
+    rows = graph_to_rows(document)
     seconds = time.perf_counter() - start
     net, index = rows_to_net(rows)
     return net, index, seconds
@@ -104,25 +106,28 @@ def rebuild_without_database(graph):
 def round_trip(code: str, *, base_iri: str, participant) -> Outcome:
     import simbench
 
-    from ontology.converters.pandapower_net import net_to_graph
+    from ontology.converters.pandapower_net import net_to_document, net_to_graph
 
     raw = simbench.get_simbench_net(code)
     grid_iri = f"{base_iri}benchmark/simbench-roundtrip/{code}"  # not the IRI other benchmarks import the grid under
+    grid = {"grid_iri": grid_iri, "grid_name": f"SimBench {code}", "owner_iri": participant.iri if participant else None}
     start = time.perf_counter()
-    graph = net_to_graph(raw, grid_iri=grid_iri, grid_name=f"SimBench {code}",
-                         owner_iri=participant.iri if participant else None)
+    document = net_to_document(raw, **grid)
     convert_s = time.perf_counter() - start
+    start = time.perf_counter()
+    net_to_graph(raw, **grid)
+    graph_s = time.perf_counter() - start
     if participant is None:
-        twin, index, import_s = rebuild_without_database(graph)
+        twin, index, import_s = rebuild_without_database(document)
     else:
-        twin, index, import_s = store_and_rebuild(graph, grid_iri, participant)
+        twin, index, import_s = store_and_rebuild(document, grid_iri, participant)
     assets = sum(len(elements) for elements in index.elements.values())
     with_taps = copy.deepcopy(raw)
     with_taps.trafo["tap_changer_type"] = "Ratio"
     twin = solved(twin)
     dvm, dloading = differences(solved(with_taps), twin, index, grid_iri)
     raw_dvm, _ = differences(solved(raw), twin, index, grid_iri)
-    return Outcome(code, len(raw.bus), assets, convert_s, import_s, dvm, dloading, raw_dvm)
+    return Outcome(code, len(raw.bus), assets, convert_s, graph_s, import_s, dvm, dloading, raw_dvm)
 
 
 def main() -> None:
@@ -140,14 +145,14 @@ def main() -> None:
     stage = "rows s" if args.no_db else "import s"
     print(f"{len(codes)} SimBench grids; {'no database' if args.no_db else 'through the twin database'}; "
           f"ok = |Δvm| < {TOLERANCE_VM_PU:g} pu and |Δloading| < {TOLERANCE_LOADING_PERCENT:g} %")
-    print(f"{'code':<28} | {'buses':>6} | {'assets':>6} | {'convert s':>9} | {stage:>8} | {'max|Δvm_pu|':>11} | "
+    print(f"{'code':<28} | {'buses':>6} | {'assets':>6} | {'convert s':>9} | {'graph s':>7} | {stage:>8} | {'max|Δvm_pu|':>11} | "
           f"{'max|Δload %|':>12} | {'raw SimBench Δvm':>16} | ok")
     outcomes = []
     for code in codes:
         o = round_trip(code, base_iri=settings.GRIDTWIN_BASE_IRI, participant=participant)
         outcomes.append(o)
-        print(f"{o.code:<28} | {o.buses:>6} | {o.assets:>6} | {o.convert_s:>9.2f} | {o.import_s:>8.2f} | {o.dvm_pu:>11.1e} | "
-              f"{o.dloading_percent:>12.1e} | {o.raw_dvm_pu:>16.1e} | {'yes' if o.ok else 'NO'}", flush=True)
+        print(f"{o.code:<28} | {o.buses:>6} | {o.assets:>6} | {o.convert_s:>9.2f} | {o.graph_s:>7.2f} | {o.import_s:>8.2f} | "
+              f"{o.dvm_pu:>11.1e} | {o.dloading_percent:>12.1e} | {o.raw_dvm_pu:>16.1e} | {'yes' if o.ok else 'NO'}", flush=True)
     failed = [o.code for o in outcomes if not o.ok]
     summary = f"{len(outcomes) - len(failed)}/{len(outcomes)} grids reproduce pandapower's load flow"
     print(summary + (f"; failed: {failed}" if failed else ""))

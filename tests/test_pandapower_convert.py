@@ -1,7 +1,8 @@
 """pandapower net → RDF → twin → pandapower net: the load flow on the twin must be pandapower's own.
 
 Fast tests go net → graph → rows (`graph_to_rows`) → net without a database; the database tests
-import SimBench grids through `grid_import_graph` and solve what `grid_to_net` builds from PostgreSQL.
+import a hand-built net and SimBench LV / MV grids through `grid_import_graph` and solve what
+`grid_to_net` builds from PostgreSQL.
 Originals are solved with `tap_changer_type = "Ratio"`: pandapower 3 ignores SimBench's taps
 otherwise (simbench issue #69), the twin does not.
 """
@@ -12,7 +13,8 @@ import numpy as np
 import pandapower as pp
 import pytest
 
-from ontology.converters.pandapower_net import net_to_graph, simbench_graph
+from ontology.converters.pandapower_net import net_to_document, net_to_graph, simbench_graph
+from ontology.document import RdfDocument
 from ontology.errors import ConversionError
 from twin.pandapower_adapter import grid_to_net, rows_to_net
 from twin.rdf_codec import graph_to_rows
@@ -178,13 +180,20 @@ def test_conversion_is_deterministic_so_reimports_change_nothing(lv_net):
     assert set(first) == set(second)
 
 
+def test_document_and_graph_hold_the_same_triples(small_net):
+    graph = net_to_graph(small_net, grid_iri=GRID, grid_name="small")
+    document = net_to_document(small_net, grid_iri=GRID, grid_name="small")
+
+    assert set(map(str, document.quads)) == set(map(str, RdfDocument.from_graph(graph).quads))
+
+
 def test_simbench_names_profiles_feeders_and_coordinates_arrive(lv_net):
     rows = rows_of(lv_net)
 
     assert {r["name"] for r in rows.rows["Load"]} == set(lv_net.load.name)
     assert {r["profile"] for r in rows.rows["Load"]} == set(lv_net.load.profile)
-    assert {r["name"] for r in rows.rows["Feeder"]} == set(lv_net.bus.subnet) | set(lv_net.line.subnet) | set(lv_net.switch.subnet) | set(
-        lv_net.load.subnet) | set(lv_net.sgen.subnet) | set(lv_net.trafo.subnet) | set(lv_net.ext_grid.subnet)
+    subnets = set().union(*(lv_net[table].subnet for table in ("bus", "line", "trafo", "switch", "load", "sgen", "ext_grid")))
+    assert {r["name"] for r in rows.rows["Feeder"]} == subnets
     bus0 = next(r for r in rows.rows["Bus"] if r["iri"] == f"{GRID}/bus/0")
     assert bus0["name"] == lv_net.bus.name[0]
     assert bus0["lon_degree"] is not None and bus0["lat_degree"] is not None
@@ -258,19 +267,19 @@ def test_what_the_form_cannot_hold_is_refused_naming_table_and_row(small_net, ch
 # --- through the database -----------------------------------------------------------------------------
 
 
-def import_simbench(net, code: str, participant):
+def import_net(net, code: str, participant):
     from twin.services import grid_import_graph
 
-    graph = net_to_graph(net, grid_iri=f"https://gridtwin.example/id/simbench/{code}", grid_name=code, owner_iri=participant.iri)
-    return grid_import_graph(graph=graph, participant=participant, source=f"simbench:{code}")
+    document = net_to_document(net, grid_iri=f"https://gridtwin.example/id/test/{code}", grid_name=code, owner_iri=participant.iri)
+    return grid_import_graph(graph=document, participant=participant, source=f"test:{code}")
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("net_fixture", ["small_net", "lv_net", "mv_net"])
-def test_simbench_grid_stored_in_the_twin_solves_like_pandapower(request, utility, net_fixture):
+def test_grid_stored_in_the_twin_solves_like_pandapower(request, utility, net_fixture):
     net = request.getfixturevalue(net_fixture)
     code = net_fixture.replace("_", "-")
-    result = import_simbench(net, code, utility)
+    result = import_net(net, code, utility)
 
     twin, index = grid_to_net(result.grid)
 
@@ -280,9 +289,9 @@ def test_simbench_grid_stored_in_the_twin_solves_like_pandapower(request, utilit
 
 @pytest.mark.django_db
 def test_reimporting_the_same_simbench_net_changes_nothing(utility, lv_net):
-    import_simbench(lv_net, "lv", utility)
+    import_net(lv_net, "lv", utility)
 
-    again = import_simbench(copy.deepcopy(lv_net), "lv", utility)
+    again = import_net(copy.deepcopy(lv_net), "lv", utility)
 
     assert not again.changed
     assert again.grid.version == 1
