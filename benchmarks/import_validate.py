@@ -34,14 +34,14 @@ def main() -> None:
     from django.conf import settings
     from rdflib import Graph
 
-    from ontology.converters.pandapower_net import simbench_graph
+    from ontology.converters.pandapower_net import simbench_document
     from ontology.parsing import parse_rdf
     from ontology.serialization import serialize
     from ontology.validation import SHAPES_PATH, validate_graph
     from twin import models, services
 
     print(f"SimBench {args.code}")
-    graph, _ = timed("convert net → RDF", simbench_graph, args.code, base_iri=settings.GRIDTWIN_BASE_IRI)
+    graph, _ = timed("convert net → RDF (incl. reading SimBench CSVs)", simbench_document, args.code, base_iri=settings.GRIDTWIN_BASE_IRI)
     turtle = serialize(graph, "turtle")
     print(f"  {len(graph)} triples, {len(turtle) / 1e6:.1f} MB of Turtle")
     models.Grid.objects.filter(iri__contains=args.code).delete()

@@ -42,10 +42,10 @@ class Command(BaseCommand):
     def read(self, files, *, pandapower, simbench, cgmes, participant, name):
         base = settings.GRIDTWIN_BASE_IRI
         if simbench:
-            from ontology.converters.pandapower_net import simbench_graph
+            from ontology.converters.pandapower_net import simbench_document
 
             self.stderr.write(f"converting SimBench grid {simbench} …")
-            return simbench_graph(simbench, base_iri=base, owner_iri=participant.iri), f"simbench:{simbench}"
+            return simbench_document(simbench, base_iri=base, owner_iri=participant.iri), f"simbench:{simbench}"
         if not files:
             raise CommandError("name a file (or --simbench CODE)")
         paths = [Path(f) for f in files]
@@ -71,14 +71,14 @@ class Command(BaseCommand):
     def read_pandapower(self, path, base, participant, name):
         import pandapower
 
-        from ontology.converters.pandapower_net import net_to_graph
+        from ontology.converters.pandapower_net import net_to_document
 
         try:
             net = pandapower.from_json(str(path))
         except Exception as exc:  # pandapower raises many kinds for a broken file
             raise CommandError(f"{path}: not a pandapower JSON net ({exc})") from exc
         grid_name = name or net.name or path.stem
-        return net_to_graph(net, grid_iri=f"{base}pandapower/{path.stem}", grid_name=grid_name, owner_iri=participant.iri)
+        return net_to_document(net, grid_iri=f"{base}pandapower/{path.stem}", grid_name=grid_name, owner_iri=participant.iri)
 
     def describe_violations(self, exc) -> str:
         lines = [exc.message]
