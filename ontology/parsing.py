@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pyoxigraph as ox
-from rdflib import Graph
 
 from ontology.document import RdfDocument
 from ontology.errors import EmptyUpload, ForbiddenConstruct, RdfSyntaxError, UnsupportedFormat, UploadTooLarge
@@ -101,10 +100,3 @@ def check_terms(quads: list, *, max_literal_chars: int) -> None:
             )
         if isinstance(obj, ox.Triple) or isinstance(quad.subject, ox.Triple):
             raise ForbiddenConstruct("RDF-star quoted triples are not supported", node=str(quad.subject))
-
-
-def parse_trusted_file(path: Path) -> Graph:
-    """Parse one of the project's own files (vocabulary, shapes)."""
-    graph = Graph()
-    graph.parse(path, format="turtle")
-    return graph
