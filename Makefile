@@ -6,7 +6,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/gridtwin
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 DEMO_GRID ?= 1-LV-rural1--0-sw
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench beat clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ bench: install
 	$(PY) benchmarks/import_validate.py
 	$(PY) benchmarks/cgmes_sv_check.py
 	$(PY) benchmarks/simbench_roundtrip.py
+
+## beat: Celery beat (a snapshot load flow of every grid every GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES, 15 by default)
+beat: install
+	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} $(VENV)/bin/celery -A config beat --loglevel=INFO
 
 clean:
 	rm -rf var $(VENV)

@@ -9,3 +9,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 app = Celery("gridtwin")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def schedule_loadflow_snapshots(sender, **kwargs):
+    """Celery beat: a snapshot load flow of every grid every GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES (0 turns it off)."""
+    from django.conf import settings
+
+    minutes = settings.GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES
+    if minutes > 0:
+        sender.add_periodic_task(60.0 * minutes, sender.signature("twin.loadflow_snapshot_all_grids"), name="loadflow-snapshot-every-grid")

@@ -127,6 +127,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", "600"))
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "660"))
 
+# --- load flows -----------------------------------------------------------------------------------
+# Voltage band of violations, ± per unit of nominal (EN 50160: 0.10); a run's parameters may narrow or widen it.
+GRIDTWIN_LOADFLOW_VM_BAND_PU = float(os.environ.get("GRIDTWIN_LOADFLOW_VM_BAND_PU", "0.10"))
+# Most steps of one time series (a leap year of 15-minute steps), and steps per chunk a worker solves (4 weeks).
+GRIDTWIN_LOADFLOW_MAX_STEPS = int(os.environ.get("GRIDTWIN_LOADFLOW_MAX_STEPS", "35136"))
+GRIDTWIN_LOADFLOW_CHUNK_STEPS = int(os.environ.get("GRIDTWIN_LOADFLOW_CHUNK_STEPS", "2688"))
+# A snapshot of every grid every this many minutes (Celery beat, see config/celery_app.py; 0 turns it off).
+GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES = int(os.environ.get("GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES", "15"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -4,7 +4,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from twin import models
-from twin.api import views
+from twin.api import loadflow, views
 
 ASSET_ROUTES = {
     "feeders": models.Feeder,
@@ -26,6 +26,8 @@ router.include_format_suffixes = False
 router.trailing_slash = "/?"  # both /grids/1/rdf and /grids/1/rdf/ answer
 router.register("models", views.ModelUploadViewSet, basename="model")
 router.register("grids", views.GridViewSet, basename="grid")
+router.register("loadflow/runs", loadflow.LoadFlowRunViewSet, basename="loadflow-run")
+router.register("loadflow/violations", loadflow.ViolationViewSet, basename="loadflow-violation")
 for prefix, model in ASSET_ROUTES.items():
     router.register(prefix, views.asset_viewset(model), basename=model._meta.model_name)
 

@@ -13,21 +13,37 @@ from twin.models.assets import (
     Transformer,
 )
 from twin.models.grid import BaseVoltage, Bus, Feeder, Grid, Participant
+from twin.models.loadflow import (
+    BranchResult,
+    BusResult,
+    HostingCapacityResult,
+    LoadFlowInput,
+    LoadFlowRun,
+    TimeSeriesChunk,
+    Violation,
+)
 
 __all__ = [
     "ASSET_MODELS",
     "BaseVoltage",
+    "BranchResult",
     "Bus",
+    "BusResult",
     "EVCharger",
     "ExternalGrid",
     "Feeder",
     "Grid",
+    "HostingCapacityResult",
     "Line",
     "Load",
+    "LoadFlowInput",
+    "LoadFlowRun",
     "Meter",
     "Participant",
     "StaticGenerator",
     "Storage",
     "Switch",
+    "TimeSeriesChunk",
     "Transformer",
+    "Violation",
 ]

@@ -1,0 +1,213 @@
+"""Load-flow engine: the twin's results equal pandapower's on the original SimBench nets; runs, results, violations, bad input.
+
+Grids come from SimBench through the real import path; runs are executed by the same services the
+Celery tasks call (`twin.tasks` only forwards ids).
+"""
+
+import copy
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandapower as pp
+import pytest
+import simbench
+from django.core.management import call_command
+
+from ontology.converters.pandapower_net import net_to_graph
+from twin import models
+from twin.loadflow import selectors, services
+from twin.services import grid_import_graph
+
+Run = models.LoadFlowRun
+LV_CODE, MV_CODE = "1-LV-rural1--0-sw", "1-MV-urban--0-sw"
+YEAR = datetime(2016, 1, 1, tzinfo=UTC)
+STEP = timedelta(minutes=15)
+NOON_IN_JUNE = YEAR + (96 * 172 + 48) * STEP  # step 16,560: PV high, load low
+
+
+@pytest.fixture(scope="module")
+def simbench_nets():
+    """SimBench nets by code, loaded once per module (4–5 s each)."""
+    return {code: simbench.get_simbench_net(code) for code in (LV_CODE, MV_CODE)}
+
+
+def import_simbench(net, code: str, owner: models.Participant) -> models.Grid:
+    iri = f"https://gridtwin.example/id/simbench/{code}"
+    graph = net_to_graph(net, grid_iri=iri, grid_name=code, owner_iri=owner.iri)
+    return grid_import_graph(graph=graph, participant=owner, source=f"simbench:{code}").grid
+
+
+def execute(run: Run) -> Run:
+    """What the workers do: execute the run, then solve its chunks (if any)."""
+    for index in services.loadflow_run_execute(run_id=run.pk):
+        services.loadflow_chunk_solve(run_id=run.pk, index=index)
+    run.refresh_from_db()
+    return run
+
+
+def original_results(net, step: int):
+    """pandapower on the original SimBench net with the profile values of one step (taps applied, simbench issue #69)."""
+    net = copy.deepcopy(net)
+    net.trafo["tap_changer_type"] = "Ratio"
+    for (element, column), frame in simbench.get_absolute_values(net, profiles_instead_of_study_cases=True).items():
+        if frame.shape[1]:
+            net[element].loc[frame.columns, column] = frame.iloc[step].to_numpy()
+    pp.runpp(net, calculate_voltage_angles=True, lightsim2grid=False, tolerance_mva=1e-8)
+    return net
+
+
+@pytest.mark.parametrize("code", [LV_CODE, MV_CODE])
+def test_snapshot_equals_pandapower_on_the_original_simbench_net(db, utility, simbench_nets, code):
+    grid = import_simbench(simbench_nets[code], code, utility)
+    run = execute(services.loadflow_run_create(grid=grid, at=NOON_IN_JUNE))
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert run.inputs["profile"] > 0 and run.inputs["measured"] == 0
+    direct = original_results(simbench_nets[code], int((NOON_IN_JUNE - YEAR) / STEP))
+
+    prefix = f"{grid.iri}/"
+    vm = {row["bus__iri"]: row["vm_pu"] for row in selectors.bus_results(run)}
+    twin_vm = np.array([vm[f"{prefix}bus/{i}"] for i in direct.bus.index])
+    assert np.nanmax(np.abs(twin_vm - direct.res_bus.vm_pu.to_numpy())) < 1e-6
+    for element, frame in (("line", direct.res_line), ("trafo", direct.res_trafo)):
+        loading = {row["asset_iri"]: row["loading_percent"] for row in selectors.branch_results(run, element)}
+        twin_loading = np.array([loading[f"{prefix}{element}/{i}"] for i in frame.index], dtype=float)
+        assert np.nanmax(np.abs(twin_loading - frame.loading_percent.to_numpy())) < 1e-4
+    assert run.summary["vm_max_pu"] == pytest.approx(direct.res_bus.vm_pu.max(), abs=1e-6)
+
+
+@pytest.fixture
+def lv_grid(db, utility, simbench_nets):
+    return import_simbench(simbench_nets[LV_CODE], LV_CODE, utility)
+
+
+def test_api_starts_a_snapshot_and_serves_filtered_results(lv_grid, operator, other_operator, anonymous):
+    body = {"grid": lv_grid.pk, "at": NOON_IN_JUNE.isoformat()}
+    assert anonymous.post("/api/v1/loadflow/runs", body, format="json").status_code == 401
+    assert other_operator.post("/api/v1/loadflow/runs", body, format="json").status_code == 404
+    answer = operator.post("/api/v1/loadflow/runs", body, format="json")
+    assert answer.status_code == 202, answer.json()
+    run_id = answer.json()["id"]
+    assert answer.json()["status"] == "queued"
+    assert operator.get(f"/api/v1/loadflow/runs/{run_id}/results").status_code == 400  # not solved yet
+    execute(Run.objects.get(pk=run_id))
+
+    run = operator.get(f"/api/v1/loadflow/runs/{run_id}").json()
+    assert run["status"] == "succeeded" and run["progress_percent"] == 100.0
+    assert run["grid_version"] == lv_grid.version and "lightsim2grid" in run["versions"]
+    buses = operator.get(f"/api/v1/loadflow/runs/{run_id}/results?element=bus&limit=500").json()
+    assert buses["count"] == models.Bus.objects.filter(grid=lv_grid).count()
+    lowest = min(r["vm_pu"] for r in buses["results"])
+    below = operator.get(f"/api/v1/loadflow/runs/{run_id}/results?element=bus&vm_below={lowest + 1e-9}").json()
+    assert below["count"] == sum(r["vm_pu"] <= lowest + 1e-9 for r in buses["results"]) < buses["count"]
+    lines = operator.get(f"/api/v1/loadflow/runs/{run_id}/results?element=line&min_loading_percent=0").json()
+    assert lines["count"] == models.Line.objects.filter(grid=lv_grid).count()
+    assert operator.get(f"/api/v1/loadflow/runs/{run_id}/results?element=switch").status_code == 400
+    assert other_operator.get(f"/api/v1/loadflow/runs/{run_id}/results").status_code == 404
+    png = operator.get(f"/api/v1/loadflow/runs/{run_id}/plots/voltage-profile.png")
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert operator.get(f"/api/v1/loadflow/runs/{run_id}/plots/grid.png").content.startswith(b"\x89PNG")
+
+
+def test_a_narrow_band_becomes_violation_records(lv_grid):
+    run = execute(services.loadflow_run_create(grid=lv_grid, at=NOON_IN_JUNE,
+                                               parameters={"vm_min_pu": 0.999, "vm_max_pu": 1.001, "max_loading_percent": 1.0}))
+    assert run.status == Run.Status.SUCCEEDED
+    vm = dict(run.bus_results.values_list("bus__iri", "vm_pu"))
+    outside = {iri for iri, value in vm.items() if value < 0.999 or value > 1.001}
+    found = run.violations.filter(quantity="vm_pu")
+    assert outside and set(found.values_list("asset_iri", flat=True)) == outside
+    assert all(v.start == v.end == NOON_IN_JUNE and v.limit in (0.999, 1.001) for v in found)
+    loaded = run.branch_results.filter(loading_percent__gt=1.0).count()
+    assert run.violations.filter(quantity="loading_percent").count() == loaded > 0
+
+
+def test_a_day_of_time_series_in_chunks_with_violations_and_en50160(lv_grid, settings):
+    settings.GRIDTWIN_LOADFLOW_CHUNK_STEPS = 40  # 96 steps → 3 chunks, solved independently
+    start = NOON_IN_JUNE.replace(hour=0)
+    run = execute(services.loadflow_run_create(grid=lv_grid, kind="timeseries", start=start, end=start + timedelta(days=1),
+                                               parameters={"vm_max_pu": 1.0}))
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    assert (run.chunks_total, run.chunks_done, run.steps_done) == (3, 3, 96)
+    # every step equals a snapshot at the same time
+    snapshot = execute(services.loadflow_run_create(grid=lv_grid, at=NOON_IN_JUNE))
+    bus = snapshot.bus_results.order_by("vm_pu").first()
+    found = selectors.series(run, "bus", [bus.bus.iri])
+    noon = found["time"].index(NOON_IN_JUNE)
+    assert found["values"][bus.bus.iri]["vm_pu"][noon] == pytest.approx(bus.vm_pu, abs=1e-6)  # float32 storage
+    # violations above 1.0 pu are periods, merged across chunk borders
+    periods = list(run.violations.filter(quantity="vm_pu").order_by("asset_iri", "start"))
+    assert periods and all(p.steps == (p.end - p.start) / STEP + 1 for p in periods)
+    for a, b in itertools.pairwise(periods):
+        assert a.asset_iri != b.asset_iri or b.start - a.end > STEP
+    weeks = selectors.en50160_weekly(run)
+    assert {w["values"] for w in weeks} == {96} and all(w["compliant"] for w in weeks)
+    assert run.input_records.filter(source="profile").count() == run.inputs["profile"] // 96
+
+
+def test_run_loadflow_command_prints_the_run_and_results(lv_grid, capsys):
+    call_command("run_loadflow", str(lv_grid.pk), "--at", NOON_IN_JUNE.isoformat(), "--json")
+    out = capsys.readouterr().out
+    assert out.startswith("run ")
+    assert '"status": "succeeded"' in out and '"vm_pu"' in out
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_bad_requests_are_4xx_and_store_nothing(lv_grid, operator):
+    def post(**body):
+        return operator.post("/api/v1/loadflow/runs", {"grid": lv_grid.pk, **body}, format="json")
+
+    year = {"start": YEAR.isoformat(), "end": (YEAR + timedelta(days=367)).isoformat()}
+    assert post(kind="timeseries", **year).json()["reason"] == "period_too_long"
+    assert post(kind="timeseries", start=YEAR.isoformat(), end=YEAR.isoformat()).json()["reason"] == "invalid_period"
+    assert post(kind="timeseries").status_code == 400
+    assert post(parameters={"vm_min_pu": 1.2}).json()["reason"] == "invalid_band"
+    ghost = {"changes": [{"action": "remove", "iri": "https://gridtwin.example/id/nothing"}]}
+    answer = post(kind="whatif", parameters={"scenario": ghost})
+    assert answer.status_code == 422 and answer.json()["reason"] == "invalid_scenario"
+    assert post(step_minutes=7).status_code == 400
+    models.ExternalGrid.objects.filter(grid=lv_grid).update(in_service=False)
+    answer = post()
+    assert answer.status_code == 422 and answer.json()["reason"] == "no_slack"
+    assert not Run.objects.exists()
+
+
+def test_islands_and_non_convergence_fail_the_run_with_nothing_written(lv_grid):
+    loaded_bus = models.Load.objects.filter(grid=lv_grid).first().bus
+    models.Line.objects.filter(grid=lv_grid).update(in_service=False)  # every consumer cut off from the transformer
+    run = execute(services.loadflow_run_create(grid=lv_grid, at=NOON_IN_JUNE))
+    assert run.status == Run.Status.FAILED and run.error.startswith("islands:")
+    models.Line.objects.filter(grid=lv_grid).update(in_service=True)
+
+    # 200 MW on an LV feeder: no voltage solution exists
+    heavy = {"changes": [{"action": "add", "element": "load", "buses": [loaded_bus.iri], "p_mw": 200.0}]}
+    run = execute(services.loadflow_run_create(grid=lv_grid, kind="whatif", at=NOON_IN_JUNE, parameters={"scenario": heavy}))
+    assert run.status == Run.Status.FAILED and run.error.startswith("not_converged:")
+    assert not (run.bus_results.exists() or run.branch_results.exists() or run.violations.exists() or run.input_records.exists())
+
+
+def test_whatif_reports_the_difference_to_the_twin_and_leaves_it_unchanged(lv_grid):
+    buses = list(models.Bus.objects.filter(grid=lv_grid, loads__isnull=False).values_list("iri", flat=True)[:10])
+    chargers = {"changes": [{"action": "add", "element": "load", "buses": buses, "p_mw": 0.011}]}
+    loads_before = models.Load.objects.filter(grid=lv_grid).count()
+    evening = NOON_IN_JUNE.replace(hour=19)
+    run = execute(services.loadflow_run_create(grid=lv_grid, kind="whatif", at=evening, parameters={"scenario": chargers}))
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    difference = run.summary["difference"]
+    assert difference["vm_min_pu"] < difference["base_vm_min_pu"]
+    assert difference["max_abs_dvm_pu"] > 1e-4
+    assert run.input_records.filter(asset_iri__contains="#whatif-").count() == len(buses)
+    assert models.Load.objects.filter(grid=lv_grid).count() == loads_before
+
+
+def test_schedule_queues_a_snapshot_per_grid(lv_grid):
+    runs = services.loadflow_schedule_snapshots(at=NOON_IN_JUNE)
+    assert [(r.grid_id, r.trigger, r.status) for r in runs] == [(lv_grid.pk, "schedule", "queued")]
+
+
+def test_hosting_capacity_is_refused_until_it_exists(lv_grid, operator):
+    answer = operator.post("/api/v1/loadflow/runs", {"grid": lv_grid.pk, "kind": "hosting_capacity",
+                                                     "start": YEAR.isoformat(), "end": (YEAR + STEP).isoformat()}, format="json")
+    assert answer.status_code == 400 and answer.json()["reason"] == "not_implemented"

@@ -1,0 +1,424 @@
+"""Writes of the load-flow engine: create runs, execute snapshots, plan and solve time-series chunks, fail cleanly.
+
+A run's life: `loadflow_run_create` (validates the request, 4xx on bad input) → queued →
+`loadflow_run_execute` claims it (running) → a snapshot is solved and stored in one transaction with
+its status; a time series is cut into chunks that `loadflow_chunk_solve` solves independently (any
+worker, any order, a redelivered chunk is simply redone); the chunk that completes the run finalizes
+it. Any error ends the run as failed with its reason, and deletes whatever chunks had stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ontology.errors import OntologyError
+from twin import models
+from twin.loadflow import scenarios, storage
+from twin.loadflow.inputs import SOURCES, Injections, StepInputs, build_inputs, step_times
+from twin.loadflow.solver import GridModel, LoadFlowError, StepResults, build_model, solve
+from twin.loadflow.violations import Limits, find_violations, merge_adjacent
+from twin.pandapower_adapter import grid_to_net
+
+logger = logging.getLogger(__name__)
+Run = models.LoadFlowRun
+SOLVER = "pandapower Ybus + lightsim2grid NRSing_KLU (per step, warm start)"
+
+
+class LoadFlowRequestError(OntologyError):
+    """A load-flow request that cannot be run as asked (bad period, unknown asset, no slack …); answered with 4xx."""
+
+    reason = "invalid_loadflow_request"
+    status = 400
+
+    def __init__(self, message: str, *, reason: str | None = None, status: int | None = None, node: str | None = None):
+        super().__init__(message, node=node)
+        self.reason = reason or self.reason
+        self.status = status or self.status
+
+
+# --- creating runs --------------------------------------------------------------------------------
+
+
+def _floor(t: datetime, step: timedelta) -> datetime:
+    epoch = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    return epoch + ((t - epoch) // step) * step
+
+
+def _check_parameters(grid: models.Grid, parameters: dict) -> None:
+    band = Limits.of(parameters)
+    if not 0 < band.vm_min_pu < band.vm_max_pu < 2:
+        raise LoadFlowRequestError("the voltage band must satisfy 0 < vm_min_pu < vm_max_pu < 2", reason="invalid_band")
+    if not band.max_loading_percent > 0 or any(v <= 0 for v in band.loading_limits.values()):
+        raise LoadFlowRequestError("loading limits must be greater than 0 %", reason="invalid_limit")
+    if not models.ExternalGrid.objects.filter(grid=grid, in_service=True).exists():
+        raise LoadFlowRequestError("the grid has no external grid in service: there is no slack bus to solve against",
+                                   reason="no_slack", status=422)
+    scenarios.check(grid, parameters.get("scenario"))
+
+
+def loadflow_run_create(*, grid: models.Grid, kind: str = Run.Kind.SNAPSHOT, at: datetime | None = None,
+                        start: datetime | None = None, end: datetime | None = None, step_minutes: int = 15,
+                        parameters: dict | None = None, user=None, trigger: str = "api") -> Run:
+    """Validate a request and store it as a queued run (the caller enqueues it). Raises LoadFlowRequestError (4xx).
+
+    Snapshots and what-ifs solve one time `at` (default now, floored to the step); time series and
+    hosting capacity a period [start, end) of steps of `step_minutes` (at most GRIDTWIN_LOADFLOW_MAX_STEPS).
+    """
+    parameters = dict(parameters or {})
+    if kind not in Run.Kind.values:
+        raise LoadFlowRequestError(f"unknown kind {kind!r}: one of {', '.join(Run.Kind.values)}", reason="invalid_kind")
+    if kind == Run.Kind.HOSTING_CAPACITY:
+        raise LoadFlowRequestError("hosting-capacity runs are not available yet", reason="not_implemented")
+    if not (isinstance(step_minutes, int) and 0 < step_minutes <= 1440 and 1440 % step_minutes == 0):
+        raise LoadFlowRequestError("step_minutes must divide a day (1, 5, 10, 15, 30, 60 … 1440)", reason="invalid_step")
+    step = timedelta(minutes=step_minutes)
+    periodic = kind == Run.Kind.TIMESERIES or kind == Run.Kind.HOSTING_CAPACITY or (kind == Run.Kind.WHATIF and start)
+    if periodic:
+        if start is None or end is None:
+            raise LoadFlowRequestError("a time series needs start and end", reason="invalid_period")
+        for value in (start, end):
+            if timezone.is_naive(value):
+                raise LoadFlowRequestError("start and end need a time zone", reason="invalid_period")
+        steps = math.ceil((end - start) / step)
+        if steps <= 0:
+            raise LoadFlowRequestError("end must be after start", reason="invalid_period")
+        if steps > settings.GRIDTWIN_LOADFLOW_MAX_STEPS:
+            raise LoadFlowRequestError(f"the period has {steps} steps, more than the limit of {settings.GRIDTWIN_LOADFLOW_MAX_STEPS}",
+                                       reason="period_too_long")
+        at = None
+    else:
+        at = _floor(at or timezone.now(), step)
+        if timezone.is_naive(at):
+            raise LoadFlowRequestError("the time needs a time zone", reason="invalid_time")
+        start = end = None
+        steps = 1
+    if kind == Run.Kind.WHATIF and not parameters.get("scenario"):
+        raise LoadFlowRequestError("a what-if run needs parameters.scenario", reason="invalid_scenario")
+    _check_parameters(grid, parameters)
+    return Run.objects.create(grid=grid, kind=kind, at=at, start=start, end=end, step_minutes=step_minutes, parameters=parameters,
+                              requested_by=user if getattr(user, "is_authenticated", False) else None, trigger=trigger,
+                              steps_total=steps, grid_version=grid.version)
+
+
+def loadflow_schedule_snapshots(*, at: datetime | None = None) -> list[Run]:
+    """A queued snapshot for every grid that has a slack (the Celery beat job); grids without one are skipped."""
+    runs = []
+    for grid in models.Grid.objects.filter(externalgrids__in_service=True).distinct():
+        runs.append(loadflow_run_create(grid=grid, at=at, trigger="schedule"))
+    return runs
+
+
+# --- the model of a run (cached per process: the chunks of one run reuse it) ---------------------
+
+_MODELS: OrderedDict[tuple, tuple[GridModel, dict]] = OrderedDict()
+_MODEL_CACHE_SIZE = 4
+
+
+def run_model(run: Run, *, with_scenario: bool = True) -> tuple[GridModel, dict[str, list[str]]]:
+    """The solver model of the run's grid (with its scenario applied) and the layout: IRIs of buses, lines, trafos in order."""
+    key = (run.pk, run.grid_id, run.grid_version, with_scenario)
+    if key in _MODELS:
+        _MODELS.move_to_end(key)
+        return _MODELS[key]
+    net, index = grid_to_net(run.grid)
+    iri_of = {table: {i: iri for iri, i in indices.items()} for table, indices in index.elements.items()}
+    if with_scenario:
+        scenarios.apply(net, iri_of, index, run.parameters.get("scenario"))
+    bus_iri = {i: iri for iri, i in index.bus.items()}
+    layout = {"bus": [bus_iri[i] for i in net.bus.index.tolist()],
+              "line": [iri_of["line"][i] for i in net.line.index.tolist()],
+              "trafo": [iri_of["trafo"][i] for i in net.trafo.index.tolist()]}
+    model = build_model(net, Injections.of_net(net, iri_of))
+    _MODELS[key] = (model, layout)
+    while len(_MODELS) > _MODEL_CACHE_SIZE:
+        _MODELS.popitem(last=False)
+    return model, layout
+
+
+def _versions() -> dict[str, str]:
+    return {name: version(name) for name in ("pandapower", "lightsim2grid", "numpy", "scipy")}
+
+
+# --- executing ------------------------------------------------------------------------------------
+
+
+def loadflow_run_claim(*, run_id: int, redelivered: bool = False) -> Run | None:
+    """Mark a queued run running (or take over a running one whose worker died); None when someone else has it."""
+    statuses = [Run.Status.QUEUED, Run.Status.RUNNING] if redelivered else [Run.Status.QUEUED]
+    claimed = Run.objects.filter(pk=run_id, status__in=statuses).update(status=Run.Status.RUNNING, started_at=timezone.now(),
+                                                                         solver=SOLVER, versions=_versions())
+    return Run.objects.select_related("grid").get(pk=run_id) if claimed == 1 else None
+
+
+def loadflow_run_execute(*, run_id: int, redelivered: bool = False) -> list[int]:
+    """Run a queued run. Snapshot-like kinds finish here; a time series returns the chunk indices to dispatch."""
+    run = loadflow_run_claim(run_id=run_id, redelivered=redelivered)
+    if run is None:
+        return []
+    try:
+        if run.start is not None:
+            return loadflow_timeseries_plan(run)
+        loadflow_snapshot_solve(run)
+    except LoadFlowError as exc:
+        loadflow_run_fail(run_id=run.pk, reason=exc.reason, message=exc.message)
+    except Exception as exc:
+        logger.exception("load-flow run %s failed", run.pk)
+        loadflow_run_fail(run_id=run.pk, reason="internal_error", message=f"{type(exc).__name__}: {exc}")
+    return []
+
+
+@transaction.atomic
+def loadflow_run_fail(*, run_id: int, reason: str, message: str) -> None:
+    """End a run as failed with its reason, deleting every result it stored so far (nothing half-written)."""
+    run = Run.objects.select_for_update().get(pk=run_id)
+    if run.status == Run.Status.FAILED:
+        return
+    for related in (run.bus_results, run.branch_results, run.violations, run.input_records, run.hosting_results):
+        related.all().delete()
+    run.chunks.update(arrays=None)
+    run.status, run.error, run.finished_at = Run.Status.FAILED, f"{reason}: {message}", timezone.now()
+    run.save(update_fields=["status", "error", "finished_at"])
+
+
+def _inputs_for(run: Run, model: GridModel, times: list[datetime]) -> StepInputs:
+    inputs = build_inputs(run.grid, model.injections, times, timedelta(minutes=run.step_minutes))
+    return inputs
+
+
+def _summary(results: StepResults, step_hours: float) -> dict:
+    def extreme(fn, values):
+        values = values[~np.isnan(values)]
+        return float(fn(values)) if values.size else None
+
+    return {
+        "vm_min_pu": extreme(np.min, results.vm_pu), "vm_max_pu": extreme(np.max, results.vm_pu),
+        "line_loading_max_percent": extreme(np.max, results.line["loading_percent"]),
+        "trafo_loading_max_percent": extreme(np.max, results.trafo["loading_percent"]),
+        "p_ext_grid_max_mw": extreme(np.max, results.totals["p_ext_grid_mw"]),
+        "p_ext_grid_min_mw": extreme(np.min, results.totals["p_ext_grid_mw"]),
+        "energy_ext_grid_mwh": float(results.totals["p_ext_grid_mw"].sum() * step_hours),
+        "energy_losses_mwh": float(results.totals["pl_mw"].sum() * step_hours),
+        "pl_mw": float(results.totals["pl_mw"][0]) if len(results.totals["pl_mw"]) == 1 else None,
+    }
+
+
+def snapshot_results(run: Run, *, with_scenario: bool = True) -> tuple[GridModel, dict, StepInputs, StepResults]:
+    """Solve the run's time `at` (no writes): model, layout, inputs and results of the one step."""
+    model, layout = run_model(run, with_scenario=with_scenario)
+    inputs = _inputs_for(run, model, [run.at])
+    return model, layout, inputs, solve(model, inputs)
+
+
+def loadflow_snapshot_solve(run: Run) -> None:
+    """Solve a snapshot (or a what-if at one time) and store results, inputs and violations with the status, atomically."""
+    started = time.perf_counter()
+    model, layout, inputs, results = snapshot_results(run)
+    solved = time.perf_counter()
+    difference = _whatif_difference(run, results) if run.kind == Run.Kind.WHATIF else None
+    limits = Limits.of(run.parameters)
+    episodes = find_violations(limits, layout, results.vm_pu, results.line["loading_percent"], results.trafo["loading_percent"], [run.at])
+    bus_ids = dict(models.Bus.objects.filter(grid=run.grid).values_list("iri", "id"))
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.status != Run.Status.RUNNING:
+            return
+        models.BusResult.objects.bulk_create([
+            models.BusResult(run=run, bus_id=bus_ids[iri], vm_pu=_num(results.vm_pu[0, j]), va_degree=_num(results.va_degree[0, j]),
+                             p_mw=float(np.nan_to_num(results.bus_p_mw[0, j])), q_mvar=float(np.nan_to_num(results.bus_q_mvar[0, j])))
+            for j, iri in enumerate(layout["bus"])
+        ], batch_size=5000)
+        models.BranchResult.objects.bulk_create([
+            models.BranchResult(run=run, element=element, asset_iri=iri, **{name: _num(values[name][0, j]) for name in BRANCH_FIELDS})
+            for element, values in (("line", results.line), ("trafo", results.trafo))
+            for j, iri in enumerate(layout[element])
+        ], batch_size=5000)
+        models.LoadFlowInput.objects.bulk_create([
+            models.LoadFlowInput(run=run, element=element, asset_iri=iri, source=SOURCES[inputs.source[0, j]],
+                                 p_mw=float(inputs.p_mw[0, j]), q_mvar=float(inputs.q_mvar[0, j]),
+                                 measured_steps=int(inputs.source[0, j] == 0), filled_steps=int(inputs.source[0, j] != 0))
+            for j, (element, iri) in enumerate(zip(model.injections.element, model.injections.iri, strict=True))
+        ], batch_size=5000)
+        _store_episodes(run, episodes)
+        summary = _summary(results, run.step_minutes / 60)
+        if difference is not None:
+            summary["difference"] = difference
+        Run.objects.filter(pk=run.pk).update(
+            status=Run.Status.SUCCEEDED, finished_at=timezone.now(), steps_done=1, inputs=inputs.counts(), summary=summary,
+            layout=layout, telemetry_start=inputs.telemetry_start, telemetry_end=inputs.telemetry_end,
+            timings={"solve_s": solved - started, "store_s": time.perf_counter() - solved, "iterations": results.iterations})
+
+
+BRANCH_FIELDS = ("p_from_mw", "q_from_mvar", "p_to_mw", "q_to_mvar", "i_ka", "loading_percent", "pl_mw", "ql_mvar")
+
+
+def _num(value) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _store_episodes(run: Run, episodes) -> None:
+    models.Violation.objects.bulk_create([
+        models.Violation(run=run, grid_id=run.grid_id, element=e.element, asset_iri=e.asset_iri, quantity=e.quantity, start=e.start,
+                         end=e.end, steps=e.steps, value=e.value, limit=e.limit, severity=e.severity)
+        for e in episodes
+    ], batch_size=5000)
+
+
+def _whatif_difference(run: Run, results: StepResults) -> dict:
+    """The scenario against the unchanged twin at the same time: voltage and loading changes, violations before/after."""
+    _, layout, _, base = snapshot_results(run, with_scenario=False)
+    _, new_layout, _, _ = snapshot_results(run)
+    limits = Limits.of(run.parameters)
+    base_episodes = find_violations(limits, layout, base.vm_pu, base.line["loading_percent"], base.trafo["loading_percent"], [run.at])
+    new_episodes = find_violations(limits, new_layout, results.vm_pu, results.line["loading_percent"],
+                                   results.trafo["loading_percent"], [run.at])
+    position = {iri: j for j, iri in enumerate(new_layout["bus"])}
+    common = [(j, position[iri]) for j, iri in enumerate(layout["bus"]) if iri in position]
+    dvm = np.array([results.vm_pu[0, k] - base.vm_pu[0, j] for j, k in common])
+    worst = np.argsort(-np.abs(np.nan_to_num(dvm)))[:10]
+    return {
+        "base_vm_min_pu": float(np.nanmin(base.vm_pu)), "vm_min_pu": float(np.nanmin(results.vm_pu)),
+        "base_vm_max_pu": float(np.nanmax(base.vm_pu)), "vm_max_pu": float(np.nanmax(results.vm_pu)),
+        "base_line_loading_max_percent": float(np.nanmax(base.line["loading_percent"], initial=0)),
+        "line_loading_max_percent": float(np.nanmax(results.line["loading_percent"], initial=0)),
+        "base_violations": len(base_episodes), "violations": len(new_episodes),
+        "max_abs_dvm_pu": float(np.nanmax(np.abs(dvm))) if dvm.size else 0.0,
+        "largest_dvm_pu": {layout["bus"][common[i][0]]: float(dvm[i]) for i in worst},
+    }
+
+
+# --- time series ----------------------------------------------------------------------------------
+
+
+def loadflow_timeseries_plan(run: Run) -> list[int]:
+    """Check the model once (slack, islands), cut the period into chunks and return their indices to dispatch."""
+    _, layout = run_model(run)
+    step = timedelta(minutes=run.step_minutes)
+    chunk_steps = settings.GRIDTWIN_LOADFLOW_CHUNK_STEPS
+    chunks = []
+    for index, first in enumerate(range(0, run.steps_total, chunk_steps)):
+        chunks.append(models.TimeSeriesChunk(run=run, index=index, start=run.start + first * step,
+                                             steps=min(chunk_steps, run.steps_total - first)))
+    with transaction.atomic():
+        models.TimeSeriesChunk.objects.filter(run=run).delete()
+        models.TimeSeriesChunk.objects.bulk_create(chunks)
+        Run.objects.filter(pk=run.pk).update(chunks_total=len(chunks), chunks_done=0, steps_done=0, layout=layout)
+    return [c.index for c in chunks]
+
+
+def _still_running(run_id: int) -> None:
+    if not Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).exists():
+        raise LoadFlowError("cancelled", "the run is no longer running")
+
+
+def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
+    """Solve and store one chunk of a running time series; the chunk that completes the run finalizes it.
+
+    Idempotent: a chunk already done is skipped; a redelivered one (its worker died) is solved again.
+    A chunk that cannot be solved fails the whole run (and its stored chunks are dropped).
+    """
+    run = Run.objects.select_related("grid").get(pk=run_id)
+    if run.status != Run.Status.RUNNING:
+        return
+    claimed = models.TimeSeriesChunk.objects.filter(run_id=run_id, index=index).exclude(status=models.TimeSeriesChunk.Status.DONE)
+    if claimed.update(status=models.TimeSeriesChunk.Status.RUNNING, attempts=F("attempts") + 1) != 1:
+        return
+    chunk = models.TimeSeriesChunk.objects.get(run_id=run_id, index=index)
+    started = time.perf_counter()
+    try:
+        model, layout = run_model(run)
+        times = step_times(chunk.start, chunk.steps, timedelta(minutes=run.step_minutes))
+        inputs = _inputs_for(run, model, times)
+        if run.kind == Run.Kind.TIMESERIES and not (inputs.source < 3).any() and len(model.injections):
+            raise LoadFlowError("no_telemetry", f"no readings and no profiles for any injection between {times[0].isoformat()} "
+                                                f"and {times[-1].isoformat()}: nothing to solve but declared values")
+        results = solve(model, inputs, check=lambda: _still_running(run_id))
+        arrays = storage.chunk_arrays(results, times)
+        arrays["source_counts"] = np.stack([(inputs.source == code).sum(axis=0) for code in range(len(SOURCES))], axis=1)
+        arrays["telemetry_window"] = np.array([t.timestamp() if t else np.nan for t in (inputs.telemetry_start, inputs.telemetry_end)])
+        blob = storage.pack(arrays)
+        episodes = find_violations(Limits.of(run.parameters), layout, results.vm_pu, results.line["loading_percent"],
+                                   results.trafo["loading_percent"], times)
+    except LoadFlowError as exc:
+        loadflow_run_fail(run_id=run_id, reason=exc.reason, message=exc.message)
+        return
+    except Exception as exc:
+        logger.exception("chunk %s of load-flow run %s failed", index, run_id)
+        loadflow_run_fail(run_id=run_id, reason="internal_error", message=f"{type(exc).__name__}: {exc}")
+        return
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run_id)
+        if locked.status != Run.Status.RUNNING:
+            return
+        chunk = models.TimeSeriesChunk.objects.select_for_update().get(pk=chunk.pk)
+        if chunk.status == models.TimeSeriesChunk.Status.DONE:
+            return
+        chunk.arrays, chunk.status, chunk.seconds = blob, models.TimeSeriesChunk.Status.DONE, time.perf_counter() - started
+        chunk.save(update_fields=["arrays", "status", "seconds"])
+        _store_episodes(run, episodes)
+        locked.chunks_done += 1
+        locked.steps_done += chunk.steps
+        locked.save(update_fields=["chunks_done", "steps_done"])
+        if locked.chunks_done == locked.chunks_total:
+            _finalize(locked)
+
+
+SMALL_ARRAYS = ("source_counts", "telemetry_window", "p_ext_grid_mw", "pl_mw")
+
+
+def _finalize(run: Run) -> None:
+    """Merge the chunks' violation periods across chunk borders, sum inputs and totals, and mark the run succeeded."""
+    step = timedelta(minutes=run.step_minutes)
+    rows = list(run.violations.values("id", "element", "asset_iri", "quantity", "limit", "start", "end", "steps", "value", "severity"))
+    changed, dropped = merge_adjacent(rows, step)
+    models.Violation.objects.filter(id__in=dropped).delete()
+    for row in changed:
+        models.Violation.objects.filter(id=row["id"]).update(end=row["end"], steps=row["steps"], value=row["value"],
+                                                             severity=row["severity"])
+    counts, window, p_ext, losses = None, [], [], []
+    extremes = {"vm_min_pu": [], "vm_max_pu": [], "line_loading_max_percent": [], "trafo_loading_max_percent": []}
+    for blob in run.chunks.order_by("index").values_list("arrays", flat=True):
+        arrays = storage.unpack(blob)
+        counts = arrays["source_counts"] if counts is None else counts + arrays["source_counts"]
+        window.append(arrays["telemetry_window"])
+        p_ext.append(arrays["p_ext_grid_mw"])
+        losses.append(arrays["pl_mw"])
+        for name, key, fn in (("vm_pu", "vm_min_pu", np.nanmin), ("vm_pu", "vm_max_pu", np.nanmax),
+                              ("line_loading_percent", "line_loading_max_percent", np.nanmax),
+                              ("trafo_loading_percent", "trafo_loading_max_percent", np.nanmax)):
+            if arrays[name].size and not np.isnan(arrays[name]).all():
+                extremes[key].append(float(fn(arrays[name])))
+    model, _ = run_model(run)
+    injections = model.injections
+    models.LoadFlowInput.objects.bulk_create([
+        models.LoadFlowInput(run=run, element=element, asset_iri=iri, source=SOURCES[int(np.argmax(counts[j]))],
+                             measured_steps=int(counts[j, 0]), filled_steps=int(counts[j, 1:].sum()))
+        for j, (element, iri) in enumerate(zip(injections.element, injections.iri, strict=True))
+    ], batch_size=5000)
+    window = np.array(window)
+    p_ext, losses = np.concatenate(p_ext), np.concatenate(losses)
+    hours = run.step_minutes / 60
+    summary = {key: (min(v) if "min" in key else max(v)) if v else None for key, v in extremes.items()}
+    summary.update({"energy_ext_grid_mwh": float(p_ext.sum() * hours), "energy_losses_mwh": float(losses.sum() * hours),
+                    "p_ext_grid_max_mw": float(p_ext.max()), "p_ext_grid_min_mw": float(p_ext.min()),
+                    "violations": run.violations.count(),
+                    "stored_mb": round(sum(len(b or b"") for b in run.chunks.values_list("arrays", flat=True)) / 1e6, 1)})
+    seconds = list(run.chunks.values_list("seconds", flat=True))
+    run.status, run.finished_at = Run.Status.SUCCEEDED, timezone.now()
+    run.inputs = {name: int(counts[:, code].sum()) for code, name in enumerate(SOURCES)} if counts is not None else {}
+    run.summary = summary
+    first, last = np.nanmin(window[:, 0]), np.nanmax(window[:, 1])
+    run.telemetry_start = datetime.fromtimestamp(first, tz=UTC) if np.isfinite(first) else None
+    run.telemetry_end = datetime.fromtimestamp(last, tz=UTC) if np.isfinite(last) else None
+    run.timings = {"chunks_s_sum": float(sum(s or 0 for s in seconds)), "wall_s": (run.finished_at - run.started_at).total_seconds()}
+    run.save(update_fields=["status", "finished_at", "inputs", "summary", "telemetry_start", "telemetry_end", "timings"])

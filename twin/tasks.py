@@ -1,0 +1,40 @@
+"""Celery tasks of the twin's load-flow engine: thin — they take ids, call a service and own no logic.
+
+A time series fans out as a group of chunk tasks (no result backend needed): each chunk task stores
+its chunk and the one that completes the run finalizes it. Late acknowledgement (settings) means a
+chunk whose worker was killed is delivered again and solved again; a chunk already stored is skipped.
+"""
+
+from celery import group, shared_task
+from django.db import transaction
+
+from twin.loadflow import services
+
+
+@shared_task(bind=True, name="twin.loadflow_run", acks_late=True, reject_on_worker_lost=True)
+def loadflow_run(self, run_id: int) -> None:
+    """Execute a queued load-flow run; a time series dispatches its chunks to any worker."""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    chunks = services.loadflow_run_execute(run_id=run_id, redelivered=redelivered)
+    if chunks:
+        group(loadflow_chunk.s(run_id, index) for index in chunks).apply_async()
+
+
+@shared_task(name="twin.loadflow_chunk", acks_late=True, reject_on_worker_lost=True)
+def loadflow_chunk(run_id: int, index: int) -> None:
+    """Solve and store one chunk of a time series."""
+    services.loadflow_chunk_solve(run_id=run_id, index=index)
+
+
+@shared_task(name="twin.loadflow_snapshot_all_grids")
+def loadflow_snapshot_all_grids() -> int:
+    """Queue a snapshot of every grid (Celery beat, every GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES)."""
+    runs = services.loadflow_schedule_snapshots()
+    for run in runs:
+        transaction.on_commit(lambda run_id=run.pk: loadflow_run.delay(run_id))
+    return len(runs)
+
+
+def enqueue(run_id: int) -> None:
+    """Start a stored run once the transaction that created it has committed."""
+    transaction.on_commit(lambda: loadflow_run.delay(run_id))
