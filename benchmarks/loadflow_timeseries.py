@@ -1,0 +1,138 @@
+"""A year of 15-minute load flows through the real Celery path, next to pandapower's run_timeseries.
+
+For each grid (default SimBench 1-MV-urban--0-sw and 1-LV-urban6--0-sw):
+  * gridtwin: a time-series run of 35,136 steps (2016) solved and stored by N Celery worker processes
+    on the Redis broker and PostgreSQL, wall seconds from enqueue to `succeeded`, and bytes stored;
+  * plain: pandapower `run_timeseries` (SimBench const controllers, lightsim2grid off) on the original
+    net, timed on a slice of --slice steps and extrapolated to the year — stated as such;
+and one snapshot of 1-MVLV-urban-all-0-sw from the twin to stored results.
+Run: `.venv/bin/python benchmarks/loadflow_timeseries.py [--codes …] [--workers 2] [--slice 96]`
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+from _setup import ROOT, setup_django
+
+YEAR_STEPS = 35_136
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+
+
+def start_workers(count: int) -> list[subprocess.Popen]:
+    """Celery worker processes (one slot each) on the benchmark database and broker."""
+    env = {**os.environ, "CELERY_BROKER_URL": BROKER_URL, "DJANGO_SETTINGS_MODULE": "config.settings.dev"}
+    return [
+        subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "1", "-n", f"bench{i}@%h",
+                          "--loglevel", "WARNING", "--without-gossip", "--without-mingle"], cwd=ROOT, env=env)
+        for i in range(count)
+    ]
+
+
+def import_fresh(code: str, participant):
+    """The SimBench grid imported anew (earlier benchmark runs and their results are dropped)."""
+    from django.conf import settings
+
+    from ontology.converters.pandapower_net import simbench_document
+    from twin import models, services
+
+    document = simbench_document(code, base_iri=settings.GRIDTWIN_BASE_IRI)
+    models.Grid.objects.filter(source=f"simbench:{code}").delete()
+    models.Grid.objects.filter(iri=f"{settings.GRIDTWIN_BASE_IRI}simbench/{code}").delete()
+    return services.grid_import_graph(graph=document, participant=participant, source=f"simbench:{code}").grid
+
+
+def gridtwin_year(code: str, participant) -> tuple[float, int, int]:
+    """(wall seconds, steps, bytes stored) of a year time series run through Celery."""
+
+    from twin import models, tasks
+    from twin.loadflow.services import loadflow_run_create
+
+    grid = import_fresh(code, participant)
+    start, end = datetime(2016, 1, 1, tzinfo=UTC), datetime(2017, 1, 1, tzinfo=UTC)
+    run = loadflow_run_create(grid=grid, kind=models.LoadFlowRun.Kind.TIMESERIES, start=start, end=end, trigger="command")
+    began = time.perf_counter()
+    tasks.loadflow_run.delay(run.pk)
+    while True:
+        run.refresh_from_db()
+        if run.status in (run.Status.SUCCEEDED, run.Status.FAILED):
+            break
+        print(f"\r  {code}: {run.steps_done}/{run.steps_total} steps", end="", flush=True, file=sys.stderr)
+        time.sleep(0.5)
+    seconds = time.perf_counter() - began
+    print()
+    if run.status != run.Status.SUCCEEDED:
+        raise SystemExit(f"{code}: run failed: {run.error}")
+    stored = sum(len(c.arrays or b"") for c in run.chunks.all())
+    return seconds, run.steps_total, stored
+
+
+def plain_slice(code: str, steps: int) -> float:
+    """Seconds of pandapower run_timeseries for `steps` steps on the original SimBench net."""
+    import pandapower as pp
+    import simbench
+    from pandapower.timeseries import run_timeseries
+
+    net = simbench.get_simbench_net(code)
+    net.trafo["tap_changer_type"] = net.trafo["tap_changer_type"].fillna("Ratio")
+    profiles = simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
+    simbench.apply_const_controllers(net, profiles)
+    pp.runpp(net, lightsim2grid=False)  # numba warm-up outside the timing
+    began = time.perf_counter()
+    run_timeseries(net, time_steps=range(steps), lightsim2grid=False, verbose=False)
+    return time.perf_counter() - began
+
+
+def mvlv_snapshot(participant) -> float:
+    """Seconds for one snapshot of the 10k-bus grid: inputs, solve, store (in this process)."""
+
+    from twin import models
+    from twin.loadflow.services import loadflow_run_create, loadflow_run_execute
+
+    grid = import_fresh("1-MVLV-urban-all-0-sw", participant)
+    run = loadflow_run_create(grid=grid, at=datetime(2016, 6, 21, 12, tzinfo=UTC), trigger="command")
+    began = time.perf_counter()
+    loadflow_run_execute(run_id=run.pk)
+    seconds = time.perf_counter() - began
+    run.refresh_from_db()
+    if run.status != models.LoadFlowRun.Status.SUCCEEDED:
+        raise SystemExit(f"snapshot failed: {run.error}")
+    summary = run.summary
+    print(f"  vm_pu {summary['vm_min_pu']:.4f}–{summary['vm_max_pu']:.4f}, max line loading {summary['line_loading_max_percent']:.1f} %")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--codes", nargs="+", default=["1-MV-urban--0-sw", "1-LV-urban6--0-sw"])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--slice", type=int, default=96, help="steps of run_timeseries to time (extrapolated)")
+    args = parser.parse_args()
+    os.environ["CELERY_BROKER_URL"] = BROKER_URL
+    setup_django()
+    from twin import services
+
+    participant = services.participant_for_cli("Benchmark utility")
+    workers = start_workers(args.workers)
+    try:
+        print(f"{'grid':<22}{'gridtwin s':>12}{'MB stored':>11}{'plain s (slice)':>17}{'plain s (year, extrap.)':>25}{'ratio':>9}")
+        for code in args.codes:
+            seconds, steps, stored = gridtwin_year(code, participant)
+            plain = plain_slice(code, args.slice)
+            year = plain * steps / args.slice
+            print(f"{code:<22}{seconds:>12.1f}{stored / 1e6:>11.1f}{plain:>17.1f}{year:>25.0f}{year / seconds:>8.0f}×  "
+                  f"(goal ≥ 50×; MV year < 30 s)")
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+    print("snapshot of 1-MVLV-urban-all-0-sw (twin → inputs → solve → stored results)")
+    print(f"  {mvlv_snapshot(participant):.1f} s")
+
+
+if __name__ == "__main__":
+    main()
