@@ -126,6 +126,32 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", "600"))
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "660"))
+# Redis redelivers an unacknowledged task (its worker died) after the visibility timeout: keep it above the
+# hard time limit, or a slow task runs twice (harmless for ingest, but wasted work).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "900")),
+    "unacked_restore_interval": int(os.environ.get("CELERY_UNACKED_RESTORE_INTERVAL", "10")),
+    "unacked_restore_throttle": int(os.environ.get("CELERY_UNACKED_RESTORE_THROTTLE", "10")),
+}
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "ingest-requeue-stale-batches": {"task": "ingest.requeue_stale_batches", "schedule": 600.0},
+    "ingest-create-partitions-ahead": {"task": "ingest.create_partitions_ahead", "schedule": 86400.0},
+}
+
+# --- telemetry ingest -----------------------------------------------------------------------------
+# Largest accepted batch body, bytes (a 100k-reading JSON batch with IRIs is ~15 MB), and readings per batch.
+GRIDTWIN_TELEMETRY_MAX_BATCH_BYTES = int(os.environ.get("GRIDTWIN_TELEMETRY_MAX_BATCH_BYTES", str(32 * 1024 * 1024)))
+GRIDTWIN_TELEMETRY_MAX_READINGS = int(os.environ.get("GRIDTWIN_TELEMETRY_MAX_READINGS", "200000"))
+# A reading stamped later than now + this many seconds is rejected (timestamp_in_future); none before the floor.
+GRIDTWIN_TELEMETRY_FUTURE_TOLERANCE_S = int(os.environ.get("GRIDTWIN_TELEMETRY_FUTURE_TOLERANCE_S", "900"))
+GRIDTWIN_TELEMETRY_OLDEST = os.environ.get("GRIDTWIN_TELEMETRY_OLDEST", "2000-01-01T00:00:00+00:00")
+# Deliveries of one batch to workers (first try + redeliveries after a lost worker or a transient error)
+# before it is dead-lettered (status "dead" with the error).
+GRIDTWIN_TELEMETRY_MAX_ATTEMPTS = int(os.environ.get("GRIDTWIN_TELEMETRY_MAX_ATTEMPTS", "5"))
+# Most rows a readings query may return before it must ask for a coarser resolution or a shorter window.
+GRIDTWIN_TELEMETRY_MAX_QUERY_ROWS = int(os.environ.get("GRIDTWIN_TELEMETRY_MAX_QUERY_ROWS", "200000"))
 
 # --- load flows -----------------------------------------------------------------------------------
 # Voltage band of violations, ± per unit of nominal (EN 50160: 0.10); a run's parameters may narrow or widen it.

@@ -43,7 +43,9 @@ class Command(BaseCommand):
         self.step("6. Draw the grid")
         png = draw_grid_map(grid, OUT / f"{simbench}-map.png")
         self.stdout.write(f"grid map with load-flow voltages: {png}")
-        self.step("7. Try the API")
+        self.step("7. Replay a day of SimBench load and PV profiles through the telemetry pipeline")
+        call_command("replay_telemetry", grid=grid.pk, simbench_profiles=True, days=1, stdout=self.stdout, stderr=self.stderr)
+        self.step("8. Try the API")
         self.print_tour(grid, participant)
 
     def step(self, title: str) -> None:

@@ -1,0 +1,29 @@
+"""`Authorization: Gateway <key>`: a telemetry source (one gateway of a participant) against hashed keys."""
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from twin.models import TelemetrySource
+from twin.models.telemetry import hash_source_key
+
+
+class TelemetrySourceAuthentication(authentication.BaseAuthentication):
+    """Authenticates a gateway by its key, looked up by hash; request.user and request.auth are the source."""
+
+    keyword = "Gateway"
+
+    def authenticate(self, request):
+        parts = authentication.get_authorization_header(request).split()
+        if not parts or parts[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Invalid Gateway header: give exactly one key.")
+        key = parts[1].decode("utf-8", errors="replace")
+        source = TelemetrySource.objects.select_related("participant").filter(key_hash=hash_source_key(key), revoked=False).first()
+        if source is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked gateway key.")
+        TelemetrySource.objects.filter(pk=source.pk).update(last_used_at=timezone.now())
+        return source, source
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword

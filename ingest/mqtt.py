@@ -1,0 +1,48 @@
+"""MQTT messages → telemetry batches: one message is one batch, in the same formats as the HTTP API.
+
+Topic: `<prefix>/<source name>/<format>`, e.g. `gridtwin/telemetry/gw-nord-17/json`, format one of
+json, csv, senml. The broker authenticates publishers; its ACL must let a gateway publish only under
+its own source name (Mosquitto: `pattern write gridtwin/telemetry/%u/#`), since the topic is what
+names the source here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from ingest import services
+from ingest.payloads import CSV, JSON, SENML, PayloadError
+from twin import models
+
+logger = logging.getLogger(__name__)
+TOPIC_FORMATS = {"json": JSON, "csv": CSV, "senml": SENML}
+
+
+def mqtt_message_ingest(*, topic: str, payload: bytes) -> str:
+    """Store one message durably as a batch (queued, or failed with the reason when it cannot be read).
+
+    Returns what was done, for the log. A message from an unknown or revoked source is dropped (there
+    is no participant to keep it for). Database errors propagate: the caller must then not acknowledge.
+    """
+    parts = topic.rsplit("/", 2)
+    if len(parts) != 3:
+        return f"dropped {topic}: not <prefix>/<source>/<format>"
+    _, source_name, format_name = parts
+    source = models.TelemetrySource.objects.filter(name=source_name, revoked=False).first()
+    if source is None:
+        return f"dropped {topic}: no active telemetry source {source_name!r}"
+    content_type = TOPIC_FORMATS.get(format_name)
+    # QoS 1 is at least once: a message whose acknowledgement was lost comes again. Its content is its
+    # identity (the same readings again are duplicates anyway), so a redelivery finds the first batch.
+    key = f"mqtt-sha256-{hashlib.sha256(payload).hexdigest()}"
+    try:
+        if content_type is None:
+            raise PayloadError("unsupported_media_type", f"unknown format {format_name!r}; use one of {', '.join(TOPIC_FORMATS)}")
+        receipt = services.telemetry_batch_receive(source=source, body=payload, content_type=content_type, channel="mqtt",
+                                                   idempotency_key=key)
+    except PayloadError as exc:
+        batch = services.telemetry_batch_record_unreadable(source=source, body=payload, content_type=content_type or format_name,
+                                                          error=exc, channel="mqtt", idempotency_key=key)
+        return f"batch {batch.pk} failed: {exc.reason}: {exc.message}"
+    return f"batch {receipt.batch.pk} {'queued' if receipt.created else 'seen before'} ({receipt.batch.received_count} readings)"

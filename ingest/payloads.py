@@ -1,0 +1,190 @@
+"""Batch bodies → reading fields: JSON, CSV and SenML+JSON (RFC 8428), one decoder per media type.
+
+A decoder checks only what makes the whole body unreadable (syntax, shape, size) and raises PayloadError
+for it; everything about single readings is judged later by `ingest.validation`. Each reading becomes a
+tuple (point, quantity, ts, value, unit, quality), or None when it is not a reading at all.
+
+JSON:  {"readings": [{"point": IRI or id, "quantity": "active_power", "ts": "2024-05-01T12:00:00Z",
+        "value": 4.2, "unit": "kW", "quality": "good"}, ...]}   (a bare list is accepted too)
+CSV:   header `point,quantity,ts,value,unit[,quality]`, then one reading per line.
+SenML: records whose resolved name (bn + n) is `<point>/<quantity>`, time (bt + t) in seconds since
+       the epoch, or relative to now below 2**28 as the RFC says; `u`/`bu` the unit, `v` the value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from django.conf import settings
+
+from ontology.errors import OntologyError
+
+JSON = "application/json"
+CSV = "text/csv"
+SENML = "application/senml+json"
+MEDIA_TYPES = (JSON, CSV, SENML)
+CSV_COLUMNS = ("point", "quantity", "ts", "value", "unit", "quality")
+SENML_RELATIVE_TIME_LIMIT_S = 2**28
+
+Fields = tuple  # (point, quantity, ts, value, unit, quality)
+
+
+class PayloadError(OntologyError):
+    """The body as a whole cannot be read as a batch; `reason` says why (nothing is stored)."""
+
+    reason = "malformed_body"
+    status = 400
+
+    def __init__(self, reason: str, message: str, *, status: int = 400, line: int | None = None):
+        super().__init__(message, line=line)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass
+class DecodedBatch:
+    """The readings of a body as field tuples, and a way back to each reading as sent (for rejections)."""
+
+    fields: list[Fields | None]
+    as_sent: Callable[[int], object]
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+
+def media_type_of(content_type: str) -> str:
+    """The bare media type of a Content-Type header, or PayloadError 415 when no decoder takes it."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type not in MEDIA_TYPES:
+        raise PayloadError("unsupported_media_type", f"send one of {', '.join(MEDIA_TYPES)}", status=415)
+    return media_type
+
+
+def decode_batch(body: bytes, content_type: str) -> DecodedBatch:
+    """Decode a batch body by its media type; PayloadError when the body as a whole is unreadable."""
+    decoder = {JSON: decode_json, CSV: decode_csv, SENML: decode_senml}[media_type_of(content_type)]
+    if not body.strip():
+        raise PayloadError("empty_body", "the body is empty")
+    batch = decoder(body)
+    limit = settings.GRIDTWIN_TELEMETRY_MAX_READINGS
+    if len(batch) > limit:
+        raise PayloadError("too_many_readings", f"the batch has {len(batch)} readings; the limit is {limit}", status=413)
+    if not batch.fields:
+        raise PayloadError("empty_body", "the batch has no readings")
+    return batch
+
+
+def _load_json(body: bytes, reason: str):
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # Slow path only for bodies orjson refuses: the standard parser accepts NaN and Infinity (as many
+    # JSON writers emit them), so one such value rejects one reading instead of the whole batch.
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise PayloadError(reason, f"not valid JSON: {exc}", line=line) from exc
+
+
+def decode_json(body: bytes) -> DecodedBatch:
+    data = _load_json(body, "malformed_json")
+    items = data.get("readings") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise PayloadError("malformed_json", 'expected {"readings": [...]} or a list of readings')
+    fields = [
+        (_point_key(item.get("point")), item.get("quantity"), item.get("ts"), item.get("value"), item.get("unit"), item.get("quality"))
+        if isinstance(item, dict) else None
+        for item in items
+    ]
+    return DecodedBatch(fields, items.__getitem__)
+
+
+def _point_key(point) -> str | None:
+    """Points are named by meter IRI or id; both arrive as text keys (`17` and `"17"` are the same point)."""
+    if isinstance(point, str):
+        return point
+    if isinstance(point, int) and not isinstance(point, bool):
+        return str(point)
+    return None
+
+
+def decode_csv(body: bytes) -> DecodedBatch:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("malformed_csv", f"not UTF-8 text: {exc}") from exc
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = [name.strip().lower() for name in next(reader)]
+        rows = list(reader)
+    except csv.Error as exc:
+        raise PayloadError("malformed_csv", f"unreadable CSV: {exc}", line=reader.line_num) from exc
+    missing = [name for name in CSV_COLUMNS[:5] if name not in header]
+    if missing:
+        raise PayloadError("malformed_csv", f"the header lacks {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}", line=1)
+    index = [header.index(name) if name in header else None for name in CSV_COLUMNS]
+    width = len(header)
+    fields = [
+        tuple(row[i] if i is not None else None for i in index) if len(row) == width else None
+        for row in rows
+    ]
+    return DecodedBatch(fields, lambda position: dict(zip(header, rows[position], strict=False)) if len(rows[position]) == width
+                        else {"row": rows[position]})
+
+
+def decode_senml(body: bytes) -> DecodedBatch:
+    records = _load_json(body, "malformed_senml")
+    if not isinstance(records, list):
+        raise PayloadError("malformed_senml", "a SenML pack is a JSON array of records")
+    now_s = time.time()
+    base_name, base_time, base_unit = "", 0.0, None
+    fields, resolved = [], []
+    for record in records:
+        if not isinstance(record, dict):
+            fields.append(None)
+            resolved.append(record)
+            continue
+        base_name = record.get("bn", base_name) if isinstance(record.get("bn", ""), str) else base_name
+        base_time = record.get("bt", base_time) if _is_number(record.get("bt", 0)) else base_time
+        base_unit = record.get("bu", base_unit)
+        name = base_name + record.get("n", "") if isinstance(record.get("n", ""), str) else None
+        point, _, quantity = name.rpartition("/") if name else ("", "", "")
+        t = record.get("t", 0)
+        ts = _senml_time(base_time + t, now_s) if _is_number(t) else None
+        value = record["v"] if "v" in record else record.get("vs", record.get("vb", record.get("vd")))
+        fields.append((point or None, quantity or None, ts, value, record.get("u", base_unit), record.get("quality")))
+        resolved.append({"n": name, "t": ts.isoformat() if ts else t, "v": value, "u": record.get("u", base_unit)})
+    return DecodedBatch(fields, resolved.__getitem__)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _senml_time(seconds: float, now_s: float) -> datetime | None:
+    """RFC 8428 §4.5.3: times below 2**28 are relative to now."""
+    try:
+        return datetime.fromtimestamp(seconds + now_s if seconds < SENML_RELATIVE_TIME_LIMIT_S else seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def json_safe(value):
+    """A reading as sent, storable as JSON: NaN and Infinity (not JSON, refused by PostgreSQL's jsonb) become text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,0 +1,196 @@
+"""Writes of the ingest pipeline: sources, receiving a batch durably, processing it, dead-lettering it.
+
+A batch's path: `telemetry_batch_receive` (HTTP view, MQTT bridge, replay) checks the body can be read,
+stores it as received and publishes the processing task only once that transaction has committed;
+`telemetry_batch_process` (the Celery task) claims the batch, validates and writes it in one
+transaction; a batch that keeps failing is dead-lettered with its error after a bounded number of
+deliveries. Every step can run twice without changing the outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ingest import selectors
+from ingest.payloads import PayloadError, decode_batch, media_type_of
+from ingest.validation import readings_validate
+from ingest.writer import partitions_ahead, partitions_ensure, readings_write
+from twin import models as twin
+from twin.rdf_codec import TripleWriter, write_meters
+from twin.services import grid_apply_changes
+
+logger = logging.getLogger(__name__)
+Status = twin.TelemetryBatch.Status
+REJECTION_INSERT_CHUNK = 5000
+# Assets whose SimBench profile a replay turns into readings, and the kind of meter that measures each.
+PROFILED_METER_KINDS = [(twin.Load, "smart_meter"), (twin.StaticGenerator, "pv_inverter"), (twin.Storage, "battery")]
+
+
+@transaction.atomic
+def telemetry_source_issue(*, participant: twin.Participant, name: str) -> tuple[twin.TelemetrySource, str]:
+    """Register a gateway for a participant; returns the source and its raw key (shown once, stored hashed)."""
+    return twin.TelemetrySource.issue(participant=participant, name=name)
+
+
+@dataclass
+class Receipt:
+    """What receiving a batch did: the batch, and whether this call created it (False: an idempotent retry)."""
+
+    batch: twin.TelemetryBatch
+    created: bool
+
+
+def telemetry_batch_receive(*, source: twin.TelemetrySource, body: bytes, content_type: str, idempotency_key: str = "",
+                            channel: str = "http") -> Receipt:
+    """Store a batch as received and queue it for processing once the row has committed.
+
+    Raises PayloadError (nothing stored) when the body as a whole cannot be read, or when the
+    idempotency key was used before with a different body. The same key with the same body returns
+    the first batch unchanged.
+    """
+    media_type = media_type_of(content_type)
+    received_count = len(decode_batch(body, media_type))
+    digest = hashlib.sha256(body).hexdigest()
+    if idempotency_key:
+        existing = _idempotent_replay(source, idempotency_key, digest)
+        if existing is not None:
+            return Receipt(existing, created=False)
+    try:
+        with transaction.atomic():
+            batch = twin.TelemetryBatch.objects.create(
+                source=source, participant_id=source.participant_id, channel=channel, content_type=media_type, body=body,
+                body_sha256=digest, idempotency_key=idempotency_key, received_count=received_count)
+            transaction.on_commit(lambda: telemetry_batch_publish(batch_id=batch.pk))
+    except IntegrityError:
+        existing = _idempotent_replay(source, idempotency_key, digest) if idempotency_key else None
+        if existing is None:
+            raise
+        return Receipt(existing, created=False)  # a concurrent retry with the same key won the race
+    return Receipt(batch, created=True)
+
+
+def _idempotent_replay(source: twin.TelemetrySource, key: str, digest: str) -> twin.TelemetryBatch | None:
+    existing = twin.TelemetryBatch.objects.defer("body").filter(source=source, idempotency_key=key).first()
+    if existing is not None and existing.body_sha256 != digest:
+        raise PayloadError("idempotency_key_reused", f"Idempotency-Key {key!r} was used for batch {existing.pk} with another body",
+                           status=422)
+    return existing
+
+
+def telemetry_batch_record_unreadable(*, source: twin.TelemetrySource, body: bytes, content_type: str, error: PayloadError,
+                                      channel: str, idempotency_key: str = "") -> twin.TelemetryBatch:
+    """Keep a body nobody can be told about (an MQTT message) as a failed batch with the reason it cannot be read."""
+    existing = twin.TelemetryBatch.objects.defer("body").filter(source=source, idempotency_key=idempotency_key).first() \
+        if idempotency_key else None
+    return existing or twin.TelemetryBatch.objects.create(
+        source=source, participant_id=source.participant_id, channel=channel, content_type=content_type[:100], body=body,
+        body_sha256=hashlib.sha256(body).hexdigest(), idempotency_key=idempotency_key, status=Status.FAILED,
+        finished_at=timezone.now(), error=f"{error.reason}: {error.message}")
+
+
+def telemetry_batch_publish(*, batch_id: int) -> None:
+    """Hand a stored batch to the workers. A failed publish loses nothing: the batch stays queued and
+    `telemetry_batches_requeue` (Celery beat) publishes it again."""
+    from ingest.tasks import process_batch  # tasks call services
+
+    try:
+        process_batch.delay(batch_id)
+    except Exception:  # broker down, or (in process) the task itself failed: the row records the rest
+        logger.exception("could not run or publish telemetry batch %s; it stays queued", batch_id)
+
+
+def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
+    """Validate a batch and write its readings, rejections and counts in one transaction.
+
+    Claims the batch first (counting the delivery): a finished batch is left alone (a duplicate
+    delivery is a no-op), and a batch delivered more than GRIDTWIN_TELEMETRY_MAX_ATTEMPTS times is
+    dead-lettered instead of processed. Returns the finished batch, or None when there was nothing to do.
+    """
+    now = timezone.now()
+    claimed = twin.TelemetryBatch.objects.filter(pk=batch_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
+        status=Status.RUNNING, attempts=F("attempts") + 1, started_at=now)
+    if not claimed:
+        return None
+    batch = twin.TelemetryBatch.objects.get(pk=batch_id)
+    if batch.attempts > settings.GRIDTWIN_TELEMETRY_MAX_ATTEMPTS:
+        telemetry_batch_dead_letter(batch_id=batch_id, error=f"gave up after {batch.attempts - 1} deliveries")
+        return None
+    try:
+        decoded = decode_batch(bytes(batch.body), batch.content_type)
+    except PayloadError as exc:
+        twin.TelemetryBatch.objects.filter(pk=batch_id).update(status=Status.FAILED, finished_at=timezone.now(),
+                                                               error=f"{exc.reason}: {exc.message}")
+        return None
+    keys = {fields[0] for fields in decoded.fields if fields is not None and isinstance(fields[0], str)}
+    point_ids = selectors.point_ids_for([batch.participant_id], keys)
+    validated = readings_validate(decoded, point_ids=point_ids, now=now)
+    partitions_ensure(validated.rows)
+    with transaction.atomic():
+        still_running = twin.TelemetryBatch.objects.select_for_update().filter(pk=batch_id, status=Status.RUNNING)
+        if not still_running.values_list("pk", flat=True):
+            return None  # another delivery of the same batch finished it while this one waited for the lock
+        accepted = readings_write(validated.rows, validated.latest_rows(), batch_id=batch_id)
+        twin.RejectedReading.objects.bulk_create(
+            [twin.RejectedReading(batch_id=batch_id, position=r.position, reason=r.reason, message=r.message[:500], reading=r.reading)
+             for r in validated.rejections], batch_size=REJECTION_INSERT_CHUNK)
+        twin.TelemetryBatch.objects.filter(pk=batch_id).update(
+            status=Status.SUCCEEDED, finished_at=timezone.now(), error="", received_count=validated.received_count,
+            accepted_count=accepted, duplicate_count=validated.duplicate_count + len(validated.rows) - accepted,
+            rejected_count=len(validated.rejections))
+    return twin.TelemetryBatch.objects.defer("body").get(pk=batch_id)
+
+
+def telemetry_batch_dead_letter(*, batch_id: int, error: str) -> bool:
+    """Give up on an unfinished batch: status `dead` with the error. The body stays for a later requeue."""
+    return bool(twin.TelemetryBatch.objects.filter(pk=batch_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
+        status=Status.DEAD, finished_at=timezone.now(), error=error[:5000]))
+
+
+def telemetry_batches_requeue(*, older_than_s: int = 1800, include_dead: bool = False) -> int:
+    """Publish again the batches queued (or running) for longer than `older_than_s` — their message was
+    lost or never published — and, on request, the dead ones with their delivery count reset."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    stale = twin.TelemetryBatch.objects.filter(status__in=[Status.QUEUED, Status.RUNNING], received_at__lt=cutoff)
+    ids = list(stale.values_list("pk", flat=True))
+    if include_dead:
+        dead = twin.TelemetryBatch.objects.filter(status=Status.DEAD)
+        dead_ids = list(dead.values_list("pk", flat=True))
+        dead.update(status=Status.QUEUED, attempts=0, error="", finished_at=None)
+        ids += dead_ids
+    for batch_id in ids:
+        telemetry_batch_publish(batch_id=batch_id)
+    return len(ids)
+
+
+def reading_partitions_ahead(*, months: int = 3) -> list[str]:
+    """Create the readings partitions of this month and the next `months` ahead of the data (PostgreSQL)."""
+    return partitions_ahead(months)
+
+
+def profile_meters_ensure(*, grid: twin.Grid) -> dict[str, int]:
+    """A meter for every profiled load, generator and storage unit of the grid (measured asset IRI → meter id).
+
+    Missing meters are added through the twin's change path, so they are judged by the shapes and the
+    grid's version counts the change; meters that exist already are kept.
+    """
+    measured = set(twin.Meter.objects.filter(grid=grid).values_list("measured_iri", flat=True))
+    rows = []
+    for model, kind in PROFILED_METER_KINDS:
+        for asset in model.objects.filter(grid=grid).exclude(profile="").order_by("id").values("iri", "name", "feeder_id"):
+            if asset["iri"] not in measured:
+                rows.append({"iri": f"{asset['iri']}/meter", "name": f"meter of {asset['name'] or asset['iri']}", "kind": kind,
+                             "measured_iri": asset["iri"], "feeder_id": asset["feeder_id"], "owner_id": None, "in_service": True})
+    if rows:
+        writer = TripleWriter()
+        feeders = dict(twin.Feeder.objects.filter(grid=grid).values_list("id", "iri"))
+        write_meters(writer, rows, {"Feeder": feeders, "Participant": {}})
+        grid_apply_changes(grid=grid, graph=writer.graph)
+    return dict(twin.Meter.objects.filter(grid=grid).values_list("measured_iri", "id"))

@@ -1,0 +1,43 @@
+"""Celery tasks of ingest: thin — they take ids, call a service and own no logic.
+
+Delivery guarantees come from the settings (late acknowledgement, a task whose worker died is
+delivered again, prefetch of 1, soft and hard time limits) and from here: transient database errors
+are retried with backoff, and a batch that fails for good is dead-lettered (status `dead` with its
+error). `telemetry_batch_process` counts deliveries itself, so redeliveries after lost workers are
+bounded too.
+"""
+
+from celery import Task, shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from ingest import services
+
+
+class DeadLetterTask(Task):
+    """A task on one batch that, when it fails for good, leaves the batch dead with the error."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        batch_id = kwargs.get("batch_id", args[0] if args else None)
+        if batch_id is not None:
+            services.telemetry_batch_dead_letter(batch_id=batch_id, error=f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(base=DeadLetterTask, name="ingest.process_batch", acks_late=True, reject_on_worker_lost=True,
+             autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, retry_backoff_max=60, retry_jitter=True,
+             max_retries=settings.GRIDTWIN_TELEMETRY_MAX_ATTEMPTS)
+def process_batch(batch_id: int) -> None:
+    """Validate and store one telemetry batch."""
+    services.telemetry_batch_process(batch_id=batch_id)
+
+
+@shared_task(name="ingest.requeue_stale_batches")
+def requeue_stale_batches() -> int:
+    """Publish again the batches whose message was lost (run by Celery beat)."""
+    return services.telemetry_batches_requeue()
+
+
+@shared_task(name="ingest.create_partitions_ahead")
+def create_partitions_ahead(months: int = 3) -> list[str]:
+    """Create the readings partitions of the coming months (run by Celery beat)."""
+    return services.reading_partitions_ahead(months=months)
