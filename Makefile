@@ -38,6 +38,11 @@ bench: install
 	$(PY) benchmarks/import_validate.py
 	$(PY) benchmarks/cgmes_sv_check.py
 	$(PY) benchmarks/simbench_roundtrip.py
+	$(PY) benchmarks/ingest_throughput.py
+
+## worker: a Celery worker with one process per core (needs DATABASE_URL and CELERY_BROKER_URL); one per machine scales out
+worker: install
+	$(PY) -m celery -A config worker --loglevel=INFO --concurrency=$${WORKER_CONCURRENCY:-$$(nproc)}
 
 ## beat: Celery beat (a snapshot load flow of every grid every GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES, 15 by default)
 beat: install

@@ -1,6 +1,7 @@
 """`Authorization: Gateway <key>`: a telemetry source (one gateway of a participant) against hashed keys."""
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from twin.models import TelemetrySource
@@ -27,3 +28,14 @@ class TelemetrySourceAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+class TelemetrySourceScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes the gateway key."""
+
+    target_class = TelemetrySourceAuthentication
+    name = "gatewayKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "`Gateway <key>`: the key of a telemetry source (issue_telemetry_key)."}

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 import orjson
 from django.conf import settings
@@ -51,13 +52,18 @@ class PayloadError(OntologyError):
 
 @dataclass
 class DecodedBatch:
-    """The readings of a body as field tuples, and a way back to each reading as sent (for rejections)."""
+    """The readings of a body, as sent, with their field tuples built on first use (receiving a batch only counts)."""
 
-    fields: list[Fields | None]
+    items: list
+    to_fields: Callable[[list], list[Fields | None]]
     as_sent: Callable[[int], object]
 
     def __len__(self) -> int:
-        return len(self.fields)
+        return len(self.items)
+
+    @cached_property
+    def fields(self) -> list[Fields | None]:
+        return self.to_fields(self.items)
 
 
 def media_type_of(content_type: str) -> str:
@@ -77,7 +83,7 @@ def decode_batch(body: bytes, content_type: str) -> DecodedBatch:
     limit = settings.GRIDTWIN_TELEMETRY_MAX_READINGS
     if len(batch) > limit:
         raise PayloadError("too_many_readings", f"the batch has {len(batch)} readings; the limit is {limit}", status=413)
-    if not batch.fields:
+    if not batch.items:
         raise PayloadError("empty_body", "the batch has no readings")
     return batch
 
@@ -101,21 +107,21 @@ def decode_json(body: bytes) -> DecodedBatch:
     items = data.get("readings") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise PayloadError("malformed_json", 'expected {"readings": [...]} or a list of readings')
-    fields = [
-        (_point_key(item.get("point")), item.get("quantity"), item.get("ts"), item.get("value"), item.get("unit"), item.get("quality"))
-        if isinstance(item, dict) else None
-        for item in items
-    ]
-    return DecodedBatch(fields, items.__getitem__)
+    return DecodedBatch(items, _json_fields, items.__getitem__)
 
 
-def _point_key(point) -> str | None:
-    """Points are named by meter IRI or id; both arrive as text keys (`17` and `"17"` are the same point)."""
-    if isinstance(point, str):
-        return point
-    if isinstance(point, int) and not isinstance(point, bool):
-        return str(point)
-    return None
+def _json_fields(items: list) -> list[Fields | None]:
+    # Points are named by meter IRI or id; both become text keys (`17` and `"17"` are the same point).
+    fields = []
+    for item in items:
+        if type(item) is not dict:
+            fields.append(None)
+            continue
+        point = item.get("point")
+        kind = type(point)
+        key = point if kind is str else str(point) if kind is int else None
+        fields.append((key, item.get("quantity"), item.get("ts"), item.get("value"), item.get("unit"), item.get("quality")))
+    return fields
 
 
 def decode_csv(body: bytes) -> DecodedBatch:
@@ -134,11 +140,11 @@ def decode_csv(body: bytes) -> DecodedBatch:
         raise PayloadError("malformed_csv", f"the header lacks {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}", line=1)
     index = [header.index(name) if name in header else None for name in CSV_COLUMNS]
     width = len(header)
-    fields = [
-        tuple(row[i] if i is not None else None for i in index) if len(row) == width else None
-        for row in rows
-    ]
-    return DecodedBatch(fields, lambda position: dict(zip(header, rows[position], strict=False)) if len(rows[position]) == width
+
+    def to_fields(rows: list) -> list[Fields | None]:
+        return [tuple(row[i] if i is not None else None for i in index) if len(row) == width else None for row in rows]
+
+    return DecodedBatch(rows, to_fields, lambda position: dict(zip(header, rows[position], strict=False)) if len(rows[position]) == width
                         else {"row": rows[position]})
 
 
@@ -164,7 +170,7 @@ def decode_senml(body: bytes) -> DecodedBatch:
         value = record["v"] if "v" in record else record.get("vs", record.get("vb", record.get("vd")))
         fields.append((point or None, quantity or None, ts, value, record.get("u", base_unit), record.get("quality")))
         resolved.append({"n": name, "t": ts.isoformat() if ts else t, "v": value, "u": record.get("u", base_unit)})
-    return DecodedBatch(fields, resolved.__getitem__)
+    return DecodedBatch(records, lambda _: fields, resolved.__getitem__)
 
 
 def _is_number(value) -> bool:

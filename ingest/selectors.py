@@ -17,6 +17,7 @@ from twin import models as twin
 from twin.selectors import chunks, participants_of
 
 RESOLUTION_SECONDS = {"15min": 900, "hour": 3600, "day": 86400}
+QUALITY_LABELS = dict(twin.Quality.choices)
 BUCKET_ORIGIN = "2000-01-01 00:00:00+00"  # a Saturday midnight UTC: buckets start on the hour and on UTC midnight
 
 
@@ -89,7 +90,7 @@ def readings_series(*, point_ids: list[int], spec: twin.QuantitySpec, start: dat
         _check_size(rows, limit)
         series: dict[int, list[dict]] = {pk: [] for pk in point_ids}
         for point_id, ts, value, quality in rows:
-            series[point_id].append({"ts": ts, "value": value, "quality": twin.Quality(quality).label})
+            series[point_id].append({"ts": ts, "value": value, "quality": QUALITY_LABELS[quality]})
         return [{"point": pk, "readings": values} for pk, values in series.items()]
     stats = {"mean": Avg("value"), "min": Min("value"), "max": Max("value"), "count": Count("value")}
     if spec.energy:
@@ -128,6 +129,6 @@ def latest_readings(*, meters: QuerySet[twin.Meter], quantity: int | None = None
     specs = twin.QUANTITY_BY_CODE
     return [
         {"point": point_id, "point_iri": iri, "quantity": specs[code].name, "unit": specs[code].unit, "ts": ts, "value": value,
-         "quality": twin.Quality(quality).label}
+         "quality": QUALITY_LABELS[quality]}
         for point_id, iri, code, ts, value, quality in rows
     ]

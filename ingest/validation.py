@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -45,7 +46,7 @@ class Rejection:
 
 @dataclass
 class ValidatedBatch:
-    """Rows to store, sorted by natural key (so concurrent writers lock in one order), and the rest."""
+    """Rows to store, one per natural key, in the order they came; and the rest."""
 
     rows: list[Row]
     rejections: list[Rejection] = field(default_factory=list)
@@ -53,12 +54,13 @@ class ValidatedBatch:
     received_count: int = 0
 
     def latest_rows(self) -> list[Row]:
-        """The newest row per (point, quantity): the last of each run in the sorted rows."""
-        rows = self.rows
-        if not rows:
-            return []
-        return [row for row, following in zip(rows, [*rows[1:], None], strict=True)
-                if following is None or following[0] != row[0] or following[1] != row[1]]
+        """The newest row per (point, quantity), in key order (concurrent upserts then lock rows in one order)."""
+        newest: dict[tuple[int, int], Row] = {}
+        for row in self.rows:
+            current = newest.get((row[0], row[1]))
+            if current is None or row[2] > current[2]:
+                newest[(row[0], row[1])] = row
+        return [newest[key] for key in sorted(newest)]
 
 
 def readings_validate(batch: DecodedBatch, *, point_ids: Mapping[str, int], now: datetime) -> ValidatedBatch:
@@ -67,6 +69,7 @@ def readings_validate(batch: DecodedBatch, *, point_ids: Mapping[str, int], now:
     oldest = datetime.fromisoformat(settings.GRIDTWIN_TELEMETRY_OLDEST)
     kept: dict[tuple, tuple] = {}
     repeats: dict[tuple, list[tuple]] = {}
+    first_positions: dict[tuple, int] = {}
     rejections: list[Rejection] = []
 
     def reject(position: int, reason: str, message: str) -> None:
@@ -123,18 +126,19 @@ def readings_validate(batch: DecodedBatch, *, point_ids: Mapping[str, int], now:
         if key in kept:
             repeats.setdefault(key, []).append((position, number, quality_code))
         else:
-            kept[key] = (position, number, quality_code)
+            kept[key] = (point_id, code, moment, number, quality_code)
+            first_positions[key] = position
 
     duplicate_count = 0
     for key, others in repeats.items():
         first = kept[key]
-        if all(other[1:] == first[1:] for other in others):
+        if all(other[1:] == first[3:] for other in others):
             duplicate_count += len(others)
             continue
         del kept[key]
-        for position, _, _ in sorted([first, *others]):
+        for position in sorted([first_positions[key], *(other[0] for other in others)]):
             reject(position, "conflicting_duplicate", "the batch has this point, quantity and ts more than once with different values")
-    rows = [(key[0], key[1], key[2], entry[1], entry[2]) for key, entry in sorted(kept.items())]
+    rows = list(kept.values())
     rejections.sort(key=lambda rejection: rejection.position)
     return ValidatedBatch(rows=rows, rejections=rejections, duplicate_count=duplicate_count, received_count=len(batch))
 
@@ -150,10 +154,16 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+@lru_cache(maxsize=65536)
+def _parse_timestamp(text: str) -> datetime:
+    """A batch carries few distinct timestamps (every point reports the same instants): parse each once."""
+    return datetime.fromisoformat(text)
+
+
 def _moment(ts) -> datetime | None:
     if type(ts) is str:
         try:
-            return datetime.fromisoformat(ts)
+            return _parse_timestamp(ts)
         except ValueError:
             return None
     return ts if isinstance(ts, datetime) else None

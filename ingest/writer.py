@@ -2,7 +2,9 @@
 
 PostgreSQL, inside the caller's transaction:
 1. fast path — binary COPY straight into the partitioned table, in a savepoint. New telemetry (the
-   usual case) is stored at COPY speed, and every row of the batch is known to be new;
+   usual case) is stored at COPY speed, and every row of the batch is known to be new. Two workers
+   copying the same keys at once wait for each other; if they deadlock, PostgreSQL fails one of them
+   and that one takes the conflict path;
 2. when the savepoint fails on an existing key (a replay, an overlapping batch, a concurrent writer of
    the same keys), COPY into a temporary table and `INSERT … ON CONFLICT DO NOTHING` from it, in key
    order so that concurrent writers lock keys in one order.
