@@ -10,6 +10,7 @@ from rdflib import Graph
 
 from ontology.document import RdfDocument, term_key
 from ontology.errors import OntologyError
+from ontology.namespaces import GT
 from ontology.validation import ValidationReport, Violation, normalise_numbers, validate
 from twin import models
 from twin.rdf_codec import CodecError, GridRows, graph_to_rows, rows_to_graph
@@ -98,7 +99,7 @@ def grid_import_graph(*, graph: Graph | RdfDocument, participant: models.Partici
     grid_row = rows.grid
     if grid_row["owner"] and grid_row["owner"] != participant.iri:
         raise ShapeViolation(ValidationReport([Violation(
-            focus_node=grid_row["iri"], path="https://w3id.org/gridtwin/ontology#owner", value=grid_row["owner"],
+            focus_node=grid_row["iri"], path=str(GT.owner), value=grid_row["owner"],
             message="a participant can only publish its own grids: gt:owner must be the uploading participant")]))
     grid = models.Grid.objects.select_for_update().filter(iri=grid_row["iri"]).first()
     created = grid is None
@@ -160,7 +161,7 @@ def _participant_ids(rows: GridRows) -> dict[str, int]:
     missing = sorted(wanted - set(found))
     if missing:
         raise ShapeViolation(ValidationReport([
-            Violation(focus_node=r["iri"], path="https://w3id.org/gridtwin/ontology#owner", value=r["owner"],
+            Violation(focus_node=r["iri"], path=str(GT.owner), value=r["owner"],
                       message="gt:owner names no registered participant")
             for name in rows.rows for r in rows.rows[name] if r.get("owner") in missing
         ]))
