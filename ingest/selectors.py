@@ -12,6 +12,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import Avg, Count, Max, Min, Q, QuerySet, Sum
+from django.db.models.expressions import RawSQL
 
 from twin import models as twin
 from twin.selectors import chunks, participants_of
@@ -42,6 +43,18 @@ def point_ids_for(participant_ids: list[int], keys: set[str]) -> dict[str, int]:
     meters = meters_of(participant_ids)
     numeric = [int(key) for key in keys if key.isdigit()]
     found: dict[str, int] = {}
+    if connection.vendor == "postgresql":  # one query with two arrays instead of IN lists in chunks
+        iris = sorted(keys - {str(n) for n in numeric})
+        by_id = Q(id__in=RawSQL("SELECT unnest(%s::int8[])", [numeric]))
+        by_iri = Q(iri__in=RawSQL("SELECT unnest(%s::text[])", [iris]))
+        rows = meters.filter(by_id | by_iri).values_list("id", "iri")
+        wanted = set(numeric)
+        for pk, iri in rows:
+            if pk in wanted:
+                found[str(pk)] = pk
+            if iri in keys:
+                found[iri] = pk
+        return found
     for part in chunks(sorted(keys - {str(n) for n in numeric})):
         found.update(meters.filter(iri__in=part).values_list("iri", "id"))
     for part in chunks(numeric):
@@ -121,11 +134,24 @@ def _check_size(rows: list, limit: int) -> None:
 
 
 def latest_readings(*, meters: QuerySet[twin.Meter], quantity: int | None = None) -> list[dict]:
-    """The newest reading per (point, quantity) of the given meters, in one query on the latest-value table."""
-    latest = twin.LatestReading.objects.filter(point__in=meters.values("id"))
-    if quantity is not None:
-        latest = latest.filter(quantity=quantity)
-    rows = latest.order_by("point_id", "quantity").values_list("point_id", "point__iri", "quantity", "ts", "value", "quality")
+    """The newest reading per (point, quantity) of the given meters, in one query on the latest-value table.
+
+    On PostgreSQL a plain join of the meters (id, IRI) with the latest values, read with a bare cursor:
+    ORM rows cost more than the query itself at 10k points.
+    """
+    if connection.vendor == "postgresql":
+        meter_sql, params = meters.order_by().values("id", "iri").query.sql_with_params()
+        condition = "" if quantity is None else "WHERE l.quantity = %s"
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT l.point_id, m.iri, l.quantity, l.ts, l.value, l.quality FROM twin_latestreading l "  # noqa: S608
+                           f"JOIN ({meter_sql}) m ON m.id = l.point_id {condition} ORDER BY l.point_id, l.quantity",
+                           [*params, *([] if quantity is None else [quantity])])
+            rows = cursor.fetchall()
+    else:
+        latest = twin.LatestReading.objects.filter(point__in=meters.values("id"))
+        if quantity is not None:
+            latest = latest.filter(quantity=quantity)
+        rows = latest.order_by("point_id", "quantity").values_list("point_id", "point__iri", "quantity", "ts", "value", "quality")
     specs = twin.QUANTITY_BY_CODE
     return [
         {"point": point_id, "point_iri": iri, "quantity": specs[code].name, "unit": specs[code].unit, "ts": ts, "value": value,

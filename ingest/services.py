@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -66,8 +66,11 @@ def telemetry_batch_receive(*, source: twin.TelemetrySource, body: bytes, conten
     try:
         with transaction.atomic():
             batch = twin.TelemetryBatch.objects.create(
-                source=source, participant_id=source.participant_id, channel=channel, content_type=media_type, body=body,
-                body_sha256=digest, idempotency_key=idempotency_key, received_count=received_count)
+                source=source, participant_id=source.participant_id, channel=channel, content_type=media_type,
+                body=b"" if connection.vendor == "postgresql" else body, body_sha256=digest, idempotency_key=idempotency_key,
+                received_count=received_count)
+            if connection.vendor == "postgresql":
+                _raw_cursor().execute("UPDATE twin_telemetrybatch SET body = %b WHERE id = %s", [body, batch.pk])
             transaction.on_commit(lambda: telemetry_batch_publish(batch_id=batch.pk))
     except IntegrityError:
         existing = _idempotent_replay(source, idempotency_key, digest) if idempotency_key else None
@@ -75,6 +78,28 @@ def telemetry_batch_receive(*, source: twin.TelemetrySource, body: bytes, conten
             raise
         return Receipt(existing, created=False)  # a concurrent retry with the same key won the race
     return Receipt(batch, created=True)
+
+
+def _raw_cursor():
+    """A psycopg cursor with server-side binding on Django's connection (in its transaction), binary results.
+
+    Django binds parameters client-side, which spells a 10 MB body as 20 MB of hex inside the SQL text and
+    reads it back the same way; a binary parameter and a binary result move the bytes as they are (≈3× faster).
+    """
+    import psycopg
+
+    connection.ensure_connection()
+    cursor = psycopg.Cursor(connection.connection)
+    cursor.format = psycopg.pq.Format.BINARY
+    return cursor
+
+
+def _batch_body(batch_id: int) -> bytes:
+    if connection.vendor != "postgresql":
+        return bytes(twin.TelemetryBatch.objects.values_list("body", flat=True).get(pk=batch_id))
+    with _raw_cursor() as cursor:
+        cursor.execute("SELECT body FROM twin_telemetrybatch WHERE id = %s", [batch_id])
+        return bytes(cursor.fetchone()[0])
 
 
 def _idempotent_replay(source: twin.TelemetrySource, key: str, digest: str) -> twin.TelemetryBatch | None:
@@ -119,12 +144,12 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
         status=Status.RUNNING, attempts=F("attempts") + 1, started_at=now)
     if not claimed:
         return None
-    batch = twin.TelemetryBatch.objects.get(pk=batch_id)
+    batch = twin.TelemetryBatch.objects.defer("body").get(pk=batch_id)
     if batch.attempts > settings.GRIDTWIN_TELEMETRY_MAX_ATTEMPTS:
         telemetry_batch_dead_letter(batch_id=batch_id, error=f"gave up after {batch.attempts - 1} deliveries")
         return None
     try:
-        decoded = decode_batch(bytes(batch.body), batch.content_type)
+        decoded = decode_batch(_batch_body(batch_id), batch.content_type)
     except PayloadError as exc:
         twin.TelemetryBatch.objects.filter(pk=batch_id).update(status=Status.FAILED, finished_at=timezone.now(),
                                                                error=f"{exc.reason}: {exc.message}")
@@ -132,18 +157,18 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
     keys = {fields[0] for fields in decoded.fields if fields is not None and isinstance(fields[0], str)}
     point_ids = selectors.point_ids_for([batch.participant_id], keys)
     validated = readings_validate(decoded, point_ids=point_ids, now=now)
-    partitions_ensure(validated.rows)
+    partitions_ensure(validated)
     with transaction.atomic():
         still_running = twin.TelemetryBatch.objects.select_for_update().filter(pk=batch_id, status=Status.RUNNING)
         if not still_running.values_list("pk", flat=True):
             return None  # another delivery of the same batch finished it while this one waited for the lock
-        accepted = readings_write(validated.rows, validated.latest_rows(), batch_id=batch_id)
+        accepted = readings_write(validated, batch_id=batch_id)
         twin.RejectedReading.objects.bulk_create(
             [twin.RejectedReading(batch_id=batch_id, position=r.position, reason=r.reason, message=r.message[:500], reading=r.reading)
              for r in validated.rejections], batch_size=REJECTION_INSERT_CHUNK)
         twin.TelemetryBatch.objects.filter(pk=batch_id).update(
             status=Status.SUCCEEDED, finished_at=timezone.now(), error="", received_count=validated.received_count,
-            accepted_count=accepted, duplicate_count=validated.duplicate_count + len(validated.rows) - accepted,
+            accepted_count=accepted, duplicate_count=validated.duplicate_count + len(validated) - accepted,
             rejected_count=len(validated.rejections))
     return twin.TelemetryBatch.objects.defer("body").get(pk=batch_id)
 
