@@ -17,6 +17,7 @@ from django.core.management import call_command
 from ontology.converters.pandapower_net import net_to_graph
 from twin import models
 from twin.loadflow import selectors, services
+from twin.loadflow.inputs import build_inputs
 from twin.services import grid_import_graph
 
 Run = models.LoadFlowRun
@@ -207,7 +208,59 @@ def test_schedule_queues_a_snapshot_per_grid(lv_grid):
     assert [(r.grid_id, r.trigger, r.status) for r in runs] == [(lv_grid.pk, "schedule", "queued")]
 
 
-def test_hosting_capacity_is_refused_until_it_exists(lv_grid, operator):
-    answer = operator.post("/api/v1/loadflow/runs", {"grid": lv_grid.pk, "kind": "hosting_capacity",
-                                                     "start": YEAR.isoformat(), "end": (YEAR + STEP).isoformat()}, format="json")
-    assert answer.status_code == 400 and answer.json()["reason"] == "not_implemented"
+def violated(net, limits=(0.9, 1.1)) -> bool:
+    """pandapower's own verdict: does the net break the band or a 100 % loading (or not converge at all)?"""
+    try:
+        pp.runpp(net, calculate_voltage_angles=True, lightsim2grid=False, init="dc", tolerance_mva=1e-8)
+    except pp.LoadflowNotConverged:
+        return True
+    vm = net.res_bus.vm_pu.dropna()
+    return bool((vm < limits[0]).any() or (vm > limits[1]).any() or (net.res_line.loading_percent > 100).any()
+                or (net.res_trafo.loading_percent > 100).any())
+
+
+def net_at(run: Run, at: datetime):
+    """The twin's pandapower net with the run's injections at `at`, as a plain pandapower net."""
+    model, layout = services.run_model(run)
+    inputs = build_inputs(run.grid, model.injections, [at], STEP)
+    net = copy.deepcopy(model.net)
+    for j, (element, index) in enumerate(zip(model.injections.element, model.injections.net_index, strict=True)):
+        net[element].at[index, "p_mw"] = inputs.p_mw[0, j]
+        net[element].at[index, "q_mvar"] = inputs.q_mvar[0, j]
+        net[element].at[index, "scaling"] = 1.0
+    return net, layout
+
+
+def test_hosting_capacity_is_the_edge_of_a_violation_in_pandapower(lv_grid, operator):
+    start = NOON_IN_JUNE.replace(hour=0)
+    body = {"grid": lv_grid.pk, "kind": "hosting_capacity", "start": start.isoformat(), "end": (start + timedelta(days=1)).isoformat(),
+            "parameters": {"tolerance_kw": 0.5}}
+    answer = operator.post("/api/v1/loadflow/runs", body, format="json")
+    assert answer.status_code == 202, answer.json()
+    run = execute(Run.objects.get(pk=answer.json()["id"]))
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    rows = operator.get(f"/api/v1/loadflow/runs/{run.pk}/hosting-capacity?limit=500").json()
+    # every bus but the slack bus and the one a closed switch fuses with it
+    assert rows["count"] == run.summary["buses"] == models.Bus.objects.filter(grid=lv_grid).count() - 2
+    assert all(0 < r["pv_kw"] < 10_000 and 0 < r["load_kw"] < 10_000 for r in rows["results"])
+    assert {r["pv_limited_by"] for r in rows["results"]} <= {"vm_pu", "loading_percent", "not_converged"}
+    assert operator.get(f"/api/v1/loadflow/runs/{run.pk}/plots/grid.png").json()["reason"] == "invalid_picture"
+    # the weakest bus for PV and for load: pandapower itself finds no violation at the capacity, one just above it
+    for kind, element, worst in (("pv", "sgen", "pv_worst_at"), ("load", "load", "load_worst_at")):
+        weakest = min(rows["results"], key=lambda r: r[f"{kind}_kw"])
+        net, layout = net_at(run, datetime.fromisoformat(run.summary[worst]))
+        bus = net.bus.index[layout["bus"].index(weakest["bus__iri"])]
+        for kw, expected in ((weakest[f"{kind}_kw"], False), (weakest[f"{kind}_kw"] + 0.5, True)):
+            trial = copy.deepcopy(net)
+            getattr(pp, f"create_{element}")(trial, bus, p_mw=kw / 1000)
+            assert violated(trial) is expected, (kind, kw)
+    # a feeder restricts the buses; an unknown feeder is a 422
+    feeder = models.Bus.objects.filter(grid=lv_grid, feeder__isnull=False).values_list("feeder__iri", flat=True).first()
+    if feeder:
+        run = execute(services.loadflow_run_create(grid=lv_grid, kind="hosting_capacity", start=start, end=start + STEP * 4,
+                                                   parameters={"feeder": feeder, "tolerance_kw": 5}))
+        assert run.status == Run.Status.SUCCEEDED, run.error
+        assert run.hosting_results.exclude(bus__feeder__iri=feeder).count() == 0
+    body["parameters"] = {"feeder": "https://gridtwin.example/id/nothing"}
+    assert operator.post("/api/v1/loadflow/runs", body, format="json").json()["reason"] == "invalid_feeder"
+

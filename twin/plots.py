@@ -109,6 +109,8 @@ def _run_state(run, at) -> tuple[dict[str, float], dict[str, float], str]:
 def run_picture(run, picture: str, *, feeder: str | None = None, line: str | None = None, at=None) -> bytes:
     """PNG of a succeeded run: `voltage-profile` (along a feeder), `grid` (map by voltage and loading) or `line-loading`."""
     band = (run.parameters.get("vm_min_pu", VOLTAGE_BAND_PU[0]), run.parameters.get("vm_max_pu", VOLTAGE_BAND_PU[1]))
+    if run.kind == models.LoadFlowRun.Kind.HOSTING_CAPACITY:
+        raise PictureError("a hosting-capacity run stores capacities per bus, not voltages or loadings to draw")
     if picture == "line-loading":
         return _png(line_loading_figure(run, line))
     vm, loading, what = _run_state(run, at)

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 
@@ -24,9 +25,9 @@ from django.utils import timezone
 
 from ontology.errors import OntologyError
 from twin import models
-from twin.loadflow import scenarios, storage
+from twin.loadflow import hosting, scenarios, storage
 from twin.loadflow.inputs import SOURCES, Injections, StepInputs, build_inputs, step_times
-from twin.loadflow.solver import GridModel, LoadFlowError, StepResults, build_model, solve
+from twin.loadflow.solver import GridModel, LoadFlowError, StepResults, build_model, bus_loads, solve
 from twin.loadflow.violations import Limits, find_violations, merge_adjacent
 from twin.pandapower_adapter import grid_to_net
 
@@ -65,6 +66,14 @@ def _check_parameters(grid: models.Grid, parameters: dict) -> None:
         raise LoadFlowRequestError("the grid has no external grid in service: there is no slack bus to solve against",
                                    reason="no_slack", status=422)
     scenarios.check(grid, parameters.get("scenario"))
+    for name in ("max_kw", "tolerance_kw"):
+        value = parameters.get(name, 1.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e7:
+            raise LoadFlowRequestError(f"{name} must be a number of kW greater than 0", reason="invalid_parameter")
+    feeder = parameters.get("feeder")
+    if feeder is not None and not models.Bus.objects.filter(grid=grid, feeder__iri=feeder).exists():
+        raise LoadFlowRequestError("the feeder is not in the grid (or has no buses)", reason="invalid_feeder", status=422,
+                                   node=str(feeder))
 
 
 def loadflow_run_create(*, grid: models.Grid, kind: str = Run.Kind.SNAPSHOT, at: datetime | None = None,
@@ -78,8 +87,6 @@ def loadflow_run_create(*, grid: models.Grid, kind: str = Run.Kind.SNAPSHOT, at:
     parameters = dict(parameters or {})
     if kind not in Run.Kind.values:
         raise LoadFlowRequestError(f"unknown kind {kind!r}: one of {', '.join(Run.Kind.values)}", reason="invalid_kind")
-    if kind == Run.Kind.HOSTING_CAPACITY:
-        raise LoadFlowRequestError("hosting-capacity runs are not available yet", reason="not_implemented")
     if not (isinstance(step_minutes, int) and 0 < step_minutes <= 1440 and 1440 % step_minutes == 0):
         raise LoadFlowRequestError("step_minutes must divide a day (1, 5, 10, 15, 30, 60 … 1440)", reason="invalid_step")
     step = timedelta(minutes=step_minutes)
@@ -167,9 +174,12 @@ def loadflow_run_execute(*, run_id: int, redelivered: bool = False) -> list[int]
     if run is None:
         return []
     try:
-        if run.start is not None:
+        if run.kind == Run.Kind.HOSTING_CAPACITY:
+            loadflow_hosting_capacity_solve(run)
+        elif run.start is not None:
             return loadflow_timeseries_plan(run)
-        loadflow_snapshot_solve(run)
+        else:
+            loadflow_snapshot_solve(run)
     except LoadFlowError as exc:
         loadflow_run_fail(run_id=run.pk, reason=exc.reason, message=exc.message)
     except Exception as exc:
@@ -189,6 +199,14 @@ def loadflow_run_fail(*, run_id: int, reason: str, message: str) -> None:
     run.chunks.update(arrays=None)
     run.status, run.error, run.finished_at = Run.Status.FAILED, f"{reason}: {message}", timezone.now()
     run.save(update_fields=["status", "error", "finished_at"])
+
+
+@contextmanager
+def _still_ours(run_id: int):
+    """A transaction holding the run's row locked: yields the run while it is still running, else None (failed or cancelled)."""
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run_id)
+        yield locked if locked.status == Run.Status.RUNNING else None
 
 
 def _inputs_for(run: Run, model: GridModel, times: list[datetime]) -> StepInputs:
@@ -229,9 +247,8 @@ def loadflow_snapshot_solve(run: Run) -> None:
     limits = Limits.of(run.parameters)
     episodes = find_violations(limits, layout, results.vm_pu, results.line["loading_percent"], results.trafo["loading_percent"], [run.at])
     bus_ids = dict(models.Bus.objects.filter(grid=run.grid).values_list("iri", "id"))
-    with transaction.atomic():
-        locked = Run.objects.select_for_update().get(pk=run.pk)
-        if locked.status != Run.Status.RUNNING:
+    with _still_ours(run.pk) as locked:
+        if locked is None:
             return
         models.BusResult.objects.bulk_create([
             models.BusResult(run=run, bus_id=bus_ids[iri], vm_pu=_num(results.vm_pu[0, j]), va_degree=_num(results.va_degree[0, j]),
@@ -295,6 +312,69 @@ def _whatif_difference(run: Run, results: StepResults) -> dict:
         "max_abs_dvm_pu": float(np.nanmax(np.abs(dvm))) if dvm.size else 0.0,
         "largest_dvm_pu": {layout["bus"][common[i][0]]: float(dvm[i]) for i in worst},
     }
+
+
+# --- hosting capacity ----------------------------------------------------------------------------
+
+HC_MAX_KW = 10_000.0
+HC_TOLERANCE_KW = 0.1
+
+
+def hosting_capacity_buses(run: Run, model: GridModel, layout: dict) -> tuple[list[str], np.ndarray]:
+    """Candidate buses (IRIs, internal indices): the run's feeder or the whole grid, without slack and isolated buses."""
+    iris = layout["bus"]
+    feeder = run.parameters.get("feeder")
+    in_feeder = models.Bus.objects.filter(grid=run.grid, feeder__iri=feeder).values_list("iri", flat=True) if feeder else iris
+    wanted = set(in_feeder)
+    slack = set(model.ref.tolist())
+    chosen = [(iri, int(model.bus_ppci[j])) for j, iri in enumerate(iris)
+              if iri in wanted and model.bus_ppci[j] >= 0 and int(model.bus_ppci[j]) not in slack]
+    return [c[0] for c in chosen], np.array([c[1] for c in chosen], dtype=np.int64)
+
+
+def loadflow_hosting_capacity_solve(run: Run) -> None:
+    """Solve the period, take its worst steps (least / most drawn from the external grid), bisect PV and load per bus, store."""
+    started = time.perf_counter()
+    model, layout = run_model(run)
+    step = timedelta(minutes=run.step_minutes)
+    times = step_times(run.start, run.steps_total, step)
+    inputs = _inputs_for(run, model, times)
+    results = solve(model, inputs)
+    p_ext = results.totals["p_ext_grid_mw"]
+    worst = {"pv": int(np.argmin(p_ext)), "load": int(np.argmax(p_ext))}
+    limits = Limits.of(run.parameters)
+    iris, buses = hosting_capacity_buses(run, model, layout)
+    max_kw = float(run.parameters.get("max_kw", HC_MAX_KW))
+    tolerance_kw = float(run.parameters.get("tolerance_kw", HC_TOLERANCE_KW))
+    found = {}
+    for kind, sign in (("pv", -1.0), ("load", 1.0)):
+        k = worst[kind]
+        s_load = bus_loads(model, _inputs_for(run, model, [times[k]]))[0]
+        voltages, converged = hosting._newton(model, (-s_load / model.base_mva)[None, :], model.v0)
+        if not converged[0]:
+            raise LoadFlowError("not_converged", f"the load flow does not converge at {times[k].isoformat()}")
+        found[kind] = hosting.capacities(model, limits, layout, s_load, voltages[0], buses, sign=sign, max_kw=max_kw,
+                                         tolerance_kw=tolerance_kw)
+    solved = time.perf_counter()
+    bus_ids = dict(models.Bus.objects.filter(grid=run.grid).values_list("iri", "id"))
+    with _still_ours(run.pk) as locked:
+        if locked is None:
+            return
+        models.HostingCapacityResult.objects.bulk_create([
+            models.HostingCapacityResult(run=run, bus_id=bus_ids[iri], pv_kw=float(found["pv"].kw[j]), load_kw=float(found["load"].kw[j]),
+                                         pv_limited_by=found["pv"].limited_by[j], load_limited_by=found["load"].limited_by[j])
+            for j, iri in enumerate(iris)
+        ], batch_size=5000)
+        summary = {"pv_worst_at": times[worst["pv"]].isoformat(), "load_worst_at": times[worst["load"]].isoformat(),
+                   "buses": len(iris), "max_kw": max_kw, "tolerance_kw": tolerance_kw,
+                   "pv_kw_min": float(found["pv"].kw.min()) if len(iris) else None,
+                   "load_kw_min": float(found["load"].kw.min()) if len(iris) else None,
+                   "p_ext_grid_min_mw": float(p_ext.min()), "p_ext_grid_max_mw": float(p_ext.max())}
+        Run.objects.filter(pk=run.pk).update(
+            status=Run.Status.SUCCEEDED, finished_at=timezone.now(), steps_done=run.steps_total, at=times[worst["pv"]],
+            inputs=inputs.counts(), summary=summary, layout=layout, telemetry_start=inputs.telemetry_start,
+            telemetry_end=inputs.telemetry_end,
+            timings={"solve_s": solved - started, "store_s": time.perf_counter() - solved, "iterations": results.iterations})
 
 
 # --- time series ----------------------------------------------------------------------------------
