@@ -264,3 +264,23 @@ def test_hosting_capacity_is_the_edge_of_a_violation_in_pandapower(lv_grid, oper
     body["parameters"] = {"feeder": "https://gridtwin.example/id/nothing"}
     assert operator.post("/api/v1/loadflow/runs", body, format="json").json()["reason"] == "invalid_feeder"
 
+
+def test_admin_shows_a_runs_pictures_and_links_its_results(lv_grid):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser("lf-steward", password="pw-steward-1"))
+    run = execute(services.loadflow_run_create(grid=lv_grid, at=NOON_IN_JUNE, parameters={"vm_max_pu": 1.0}))
+    page = client.get(reverse("admin:twin_loadflowrun_change", args=[run.pk]))
+    assert page.status_code == 200
+    src = reverse("admin:twin_loadflowrun_plot", args=[run.pk, "voltage-profile"])
+    assert f'<img src="{src}"' in page.content.decode()
+    png = client.get(src)
+    assert png.status_code == 200 and png["Content-Type"] == "image/png" and png.content.startswith(b"\x89PNG")
+    assert client.get(reverse("admin:twin_loadflowrun_plot", args=[run.pk, "nothing"])).status_code == 400
+    violations = client.get(reverse("admin:twin_violation_changelist") + f"?run__id__exact={run.pk}")
+    assert violations.status_code == 200 and run.violations.first().asset_iri in violations.content.decode()
+    assert client.get(reverse("admin:twin_loadflowrun_changelist")).status_code == 200
+    assert Client().get(src).status_code == 302  # anonymous: to the login, no picture

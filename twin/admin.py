@@ -37,3 +37,5 @@ class GridPartAdmin(admin.ModelAdmin):
 
 for model in [models.Feeder, models.BaseVoltage, models.Bus, *models.ASSET_MODELS]:
     admin.site.register(model, GridPartAdmin)
+
+from twin.loadflow import admin as loadflow_admin  # noqa: E402, F401  (load-flow runs, violations, hosting capacity)
