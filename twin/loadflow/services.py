@@ -19,8 +19,9 @@ from importlib.metadata import version
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import F, Sum
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from ontology.errors import OntologyError
@@ -197,8 +198,8 @@ def loadflow_run_fail(*, run_id: int, reason: str, message: str) -> None:
     for related in (run.bus_results, run.branch_results, run.violations, run.input_records, run.hosting_results):
         related.all().delete()
     run.chunks.update(arrays=None)
-    run.status, run.error, run.finished_at = Run.Status.FAILED, f"{reason}: {message}", timezone.now()
-    run.save(update_fields=["status", "error", "finished_at"])
+    run.status, run.error, run.finished_at, run.summary = Run.Status.FAILED, f"{reason}: {message}", timezone.now(), {}
+    run.save(update_fields=["status", "error", "finished_at", "summary"])
 
 
 @contextmanager
@@ -427,6 +428,7 @@ def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
         arrays["source_counts"] = np.stack([(inputs.source == code).sum(axis=0) for code in range(len(SOURCES))], axis=1)
         arrays["telemetry_window"] = np.array([t.timestamp() if t else np.nan for t in (inputs.telemetry_start, inputs.telemetry_end)])
         blob = storage.pack(arrays)
+        partial = _chunk_partial(arrays)
         episodes = find_violations(Limits.of(run.parameters), layout, results.vm_pu, results.line["loading_percent"],
                                    results.trafo["loading_percent"], times)
     except LoadFlowError as exc:
@@ -443,21 +445,71 @@ def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
         chunk = models.TimeSeriesChunk.objects.select_for_update().get(pk=chunk.pk)
         if chunk.status == models.TimeSeriesChunk.Status.DONE:
             return
-        chunk.arrays, chunk.status, chunk.seconds = blob, models.TimeSeriesChunk.Status.DONE, time.perf_counter() - started
-        chunk.save(update_fields=["arrays", "status", "seconds"])
+        _store_chunk(chunk.pk, blob, time.perf_counter() - started)
         _store_episodes(run, episodes)
         locked.chunks_done += 1
         locked.steps_done += chunk.steps
-        locked.save(update_fields=["chunks_done", "steps_done"])
+        locked.summary = {"partial": _merge_partial(locked.summary.get("partial"), partial)}
+        locked.save(update_fields=["chunks_done", "steps_done", "summary"])
         if locked.chunks_done == locked.chunks_total:
             _finalize(locked)
 
 
-SMALL_ARRAYS = ("source_counts", "telemetry_window", "p_ext_grid_mw", "pl_mw")
+def _store_chunk(chunk_id: int, blob: bytes, seconds: float) -> None:
+    """Write a chunk's blob as a binary parameter on PostgreSQL (Django's client-side binding would escape it into the SQL text)."""
+    done = models.TimeSeriesChunk.Status.DONE
+    if connection.vendor != "postgresql":
+        models.TimeSeriesChunk.objects.filter(pk=chunk_id).update(arrays=blob, status=done, seconds=seconds)
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute("UPDATE twin_timeserieschunk SET arrays = %b, status = %s, seconds = %s WHERE id = %s",
+                       [blob, done, seconds, chunk_id])
+
+
+def _chunk_partial(arrays: dict[str, np.ndarray]) -> dict:
+    """What finalizing needs of a chunk, small enough to keep on the run row: input counts, telemetry window, extremes, sums."""
+
+    def extreme(fn, name):
+        values = arrays[name]
+        return float(fn(values)) if values.size and not np.isnan(values).all() else None
+
+    window = [None if np.isnan(t) else float(t) for t in arrays["telemetry_window"]]
+    p_ext, losses = arrays["p_ext_grid_mw"], arrays["pl_mw"]
+    return {"counts": arrays["source_counts"].tolist(), "window": window,
+            "vm_min_pu": extreme(np.nanmin, "vm_pu"), "vm_max_pu": extreme(np.nanmax, "vm_pu"),
+            "line_loading_max_percent": extreme(np.nanmax, "line_loading_percent"),
+            "trafo_loading_max_percent": extreme(np.nanmax, "trafo_loading_percent"),
+            "p_ext_grid_max_mw": float(p_ext.max()), "p_ext_grid_min_mw": float(p_ext.min()),
+            "p_ext_grid_sum_mw": float(p_ext.sum()), "pl_sum_mw": float(losses.sum())}
+
+
+def _merge_partial(total: dict | None, part: dict) -> dict:
+    """Two chunks' partials as one (sums add, extremes take the extreme, counts add element-wise)."""
+    if total is None:
+        return part
+
+    def pick(fn, a, b):
+        found = [v for v in (a, b) if v is not None]
+        return fn(found) if found else None
+
+    merged = {"counts": (np.array(total["counts"], dtype=np.int64) + np.array(part["counts"], dtype=np.int64)).tolist(),
+              "window": [pick(min, total["window"][0], part["window"][0]), pick(max, total["window"][1], part["window"][1])]}
+    for key in total:
+        if key in merged:
+            continue
+        fn = min if "min" in key else max if "max" in key else sum
+        merged[key] = pick(fn, total[key], part[key]) if fn is not sum else total[key] + part[key]
+    return merged
 
 
 def _finalize(run: Run) -> None:
-    """Merge the chunks' violation periods across chunk borders, sum inputs and totals, and mark the run succeeded."""
+    """Merge the chunks' violation periods across chunk borders, take the inputs and totals the chunks left on the run, succeed.
+
+    The chunks' blobs are not read again: each chunk added its counts, extremes and sums to `summary.partial` under the run's lock.
+    """
     step = timedelta(minutes=run.step_minutes)
     rows = list(run.violations.values("id", "element", "asset_iri", "quantity", "limit", "start", "end", "steps", "value", "severity"))
     changed, dropped = merge_adjacent(rows, step)
@@ -465,19 +517,8 @@ def _finalize(run: Run) -> None:
     for row in changed:
         models.Violation.objects.filter(id=row["id"]).update(end=row["end"], steps=row["steps"], value=row["value"],
                                                              severity=row["severity"])
-    counts, window, p_ext, losses = None, [], [], []
-    extremes = {"vm_min_pu": [], "vm_max_pu": [], "line_loading_max_percent": [], "trafo_loading_max_percent": []}
-    for blob in run.chunks.order_by("index").values_list("arrays", flat=True):
-        arrays = storage.unpack(blob)
-        counts = arrays["source_counts"] if counts is None else counts + arrays["source_counts"]
-        window.append(arrays["telemetry_window"])
-        p_ext.append(arrays["p_ext_grid_mw"])
-        losses.append(arrays["pl_mw"])
-        for name, key, fn in (("vm_pu", "vm_min_pu", np.nanmin), ("vm_pu", "vm_max_pu", np.nanmax),
-                              ("line_loading_percent", "line_loading_max_percent", np.nanmax),
-                              ("trafo_loading_percent", "trafo_loading_max_percent", np.nanmax)):
-            if arrays[name].size and not np.isnan(arrays[name]).all():
-                extremes[key].append(float(fn(arrays[name])))
+    partial = run.summary["partial"]
+    counts = np.array(partial["counts"], dtype=np.int64).reshape(-1, len(SOURCES))
     model, _ = run_model(run)
     injections = model.injections
     models.LoadFlowInput.objects.bulk_create([
@@ -485,20 +526,18 @@ def _finalize(run: Run) -> None:
                              measured_steps=int(counts[j, 0]), filled_steps=int(counts[j, 1:].sum()))
         for j, (element, iri) in enumerate(zip(injections.element, injections.iri, strict=True))
     ], batch_size=5000)
-    window = np.array(window)
-    p_ext, losses = np.concatenate(p_ext), np.concatenate(losses)
     hours = run.step_minutes / 60
-    summary = {key: (min(v) if "min" in key else max(v)) if v else None for key, v in extremes.items()}
-    summary.update({"energy_ext_grid_mwh": float(p_ext.sum() * hours), "energy_losses_mwh": float(losses.sum() * hours),
-                    "p_ext_grid_max_mw": float(p_ext.max()), "p_ext_grid_min_mw": float(p_ext.min()),
-                    "violations": run.violations.count(),
-                    "stored_mb": round(sum(len(b or b"") for b in run.chunks.values_list("arrays", flat=True)) / 1e6, 1)})
+    summary = {key: partial[key] for key in ("vm_min_pu", "vm_max_pu", "line_loading_max_percent", "trafo_loading_max_percent",
+                                             "p_ext_grid_max_mw", "p_ext_grid_min_mw")}
+    stored = run.chunks.aggregate(total=Sum(Length("arrays")))["total"] or 0
+    summary.update({"energy_ext_grid_mwh": partial["p_ext_grid_sum_mw"] * hours, "energy_losses_mwh": partial["pl_sum_mw"] * hours,
+                    "violations": run.violations.count(), "stored_mb": round(stored / 1e6, 1)})
     seconds = list(run.chunks.values_list("seconds", flat=True))
     run.status, run.finished_at = Run.Status.SUCCEEDED, timezone.now()
     run.inputs = {name: int(counts[:, code].sum()) for code, name in enumerate(SOURCES)} if counts is not None else {}
     run.summary = summary
-    first, last = np.nanmin(window[:, 0]), np.nanmax(window[:, 1])
-    run.telemetry_start = datetime.fromtimestamp(first, tz=UTC) if np.isfinite(first) else None
-    run.telemetry_end = datetime.fromtimestamp(last, tz=UTC) if np.isfinite(last) else None
+    first, last = partial["window"]
+    run.telemetry_start = datetime.fromtimestamp(first, tz=UTC) if first is not None else None
+    run.telemetry_end = datetime.fromtimestamp(last, tz=UTC) if last is not None else None
     run.timings = {"chunks_s_sum": float(sum(s or 0 for s in seconds)), "wall_s": (run.finished_at - run.started_at).total_seconds()}
     run.save(update_fields=["status", "finished_at", "inputs", "summary", "telemetry_start", "telemetry_end", "timings"])

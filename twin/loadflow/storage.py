@@ -37,10 +37,10 @@ def chunk_arrays(results: StepResults, times: list[datetime]) -> dict[str, np.nd
     arrays["week"], position = np.unique(weeks, return_inverse=True)
     inside = np.abs(results.vm_pu - 1.0) <= EN50160_BAND_PU + 1e-9
     counted = ~np.isnan(results.vm_pu)
-    arrays["en50160_inside"] = np.zeros((len(arrays["week"]), results.vm_pu.shape[1]), dtype=np.int32)
-    arrays["en50160_total"] = np.zeros_like(arrays["en50160_inside"])
-    np.add.at(arrays["en50160_inside"], position, inside & counted)
-    np.add.at(arrays["en50160_total"], position, counted)
+    # steps are in time order, so each week is one run of rows: sum the runs (np.add.at is ~20× slower)
+    starts = np.flatnonzero(np.r_[True, np.diff(position) != 0])
+    arrays["en50160_inside"] = np.add.reduceat((inside & counted).astype(np.int32), starts, axis=0)
+    arrays["en50160_total"] = np.add.reduceat(counted.astype(np.int32), starts, axis=0)
     return arrays
 
 
