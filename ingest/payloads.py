@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from operator import itemgetter
 
 import orjson
 from django.conf import settings
@@ -57,6 +58,7 @@ class DecodedBatch:
     items: list
     to_fields: Callable[[list], list[Fields | None]]
     as_sent: Callable[[int], object]
+    to_columns: Callable[[list], tuple[list, ...] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -64,6 +66,23 @@ class DecodedBatch:
     @cached_property
     def fields(self) -> list[Fields | None]:
         return self.to_fields(self.items)
+
+    @cached_property
+    def columns(self) -> tuple[list, ...]:
+        """The six fields as six lists (a reading that is not one has None in each), built without per-reading tuples
+        where the format allows."""
+        columns = self.to_columns(self.items) if self.to_columns is not None else None
+        if columns is not None:
+            return columns
+        fields = self.fields
+        complete = [f if f is not None else (None,) * 6 for f in fields] if None in fields else fields
+        return tuple(list(map(itemgetter(i), complete)) for i in range(6))
+
+    def field_at(self, position: int) -> Fields | None:
+        """The field tuple of one reading (for the per-reading judge), without building all of them when not built yet."""
+        if self.to_columns is None or "fields" in self.__dict__:
+            return self.fields[position]
+        return self.to_fields([self.items[position]])[0]
 
 
 def media_type_of(content_type: str) -> str:
@@ -107,7 +126,22 @@ def decode_json(body: bytes) -> DecodedBatch:
     items = data.get("readings") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise PayloadError("malformed_json", 'expected {"readings": [...]} or a list of readings')
-    return DecodedBatch(items, _json_fields, items.__getitem__)
+    return DecodedBatch(items, _json_fields, items.__getitem__, _json_columns)
+
+
+def _json_columns(items: list) -> tuple[list, ...] | None:
+    """Columns straight from the reading objects when every item is one (else None: build field tuples)."""
+    if not all(type(item) is dict for item in items):
+        return None
+    raw_points = [item.get("point") for item in items]
+    kinds = set(map(type, raw_points))
+    if kinds == {int}:
+        points = list(map(str, raw_points))
+    elif kinds == {str}:
+        points = raw_points
+    else:
+        points = [p if type(p) is str else str(p) if type(p) is int else None for p in raw_points]
+    return (points, *([item.get(name) for item in items] for name in ("quantity", "ts", "value", "unit", "quality")))
 
 
 def _json_fields(items: list) -> list[Fields | None]:

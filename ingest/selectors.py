@@ -7,7 +7,7 @@ without an owner of the grids it owns.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, models, transaction
@@ -43,17 +43,13 @@ def point_ids_for(participant_ids: list[int], keys: set[str]) -> dict[str, int]:
     meters = meters_of(participant_ids)
     numeric = [int(key) for key in keys if key.isdigit()]
     found: dict[str, int] = {}
-    if connection.vendor == "postgresql":  # one query with two arrays instead of IN lists in chunks
+    if connection.vendor == "postgresql":  # each kind of key as one array parameter instead of IN lists in chunks
         iris = sorted(keys - {str(n) for n in numeric})
-        by_id = Q(id__in=RawSQL("SELECT unnest(%s::int8[])", [numeric]))
-        by_iri = Q(iri__in=RawSQL("SELECT unnest(%s::text[])", [iris]))
-        rows = meters.filter(by_id | by_iri).values_list("id", "iri")
-        wanted = set(numeric)
-        for pk, iri in rows:
-            if pk in wanted:
-                found[str(pk)] = pk
-            if iri in keys:
-                found[iri] = pk
+        if numeric:
+            by_id = meters.filter(id__in=RawSQL("SELECT unnest(%s::int8[])", [numeric]))
+            found.update((str(pk), pk) for pk in by_id.values_list("id", flat=True))
+        if iris:
+            found.update(meters.filter(iri__in=RawSQL("SELECT unnest(%s::text[])", [iris])).values_list("iri", "id"))
         return found
     for part in chunks(sorted(keys - {str(n) for n in numeric})):
         found.update(meters.filter(iri__in=part).values_list("iri", "id"))
@@ -114,7 +110,10 @@ def readings_series(*, point_ids: list[int], spec: twin.QuantitySpec, start: dat
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:  # JIT compilation costs ~200 ms and saves nothing on these plans
                 cursor.execute("SET LOCAL jit = off")
-        rows = list(buckets.annotate(**stats).order_by(*group)[: limit + 1])
+        if connection.vendor == "postgresql" and RESOLUTION_SECONDS[resolution] % 3600 == 0:
+            rows = _rollup_buckets(point_ids, spec, start, end, RESOLUTION_SECONDS[resolution], per_point, limit)
+        else:
+            rows = list(buckets.annotate(**stats).order_by(*group)[: limit + 1])
     _check_size(rows, limit)
     if not per_point:
         return [{"points": point_ids, "readings": [_bucket(row) for row in rows]}]
@@ -122,6 +121,36 @@ def readings_series(*, point_ids: list[int], spec: twin.QuantitySpec, start: dat
     for row in rows:
         series[row["point_id"]].append(_bucket(row))
     return [{"point": pk, "readings": values} for pk, values in series.items()]
+
+
+def _rollup_buckets(point_ids: list[int], spec: twin.QuantitySpec, start: datetime, end: datetime, seconds: int, per_point: bool,
+                    limit: int) -> list[dict]:
+    """Hourly or daily aggregates from the hourly rollup for the whole hours of [start, end), and from the readings for
+    the partial hours at its edges (PostgreSQL). A quarter of the rows of the readings, and no timestamps to bin."""
+    hour = timedelta(hours=1)
+    origin = datetime.fromisoformat(BUCKET_ORIGIN)
+    inner_start = origin - ((origin - start) // hour) * hour  # first hour start at or after start
+    inner_end = max(origin + ((end - origin) // hour) * hour, inner_start)  # last hour end at or before end
+    point_column = "point_id, " if per_point else ""
+    group = "1, 2" if per_point else "1"
+    energy_sum = ", sum(s) AS sum" if spec.energy else ""
+    bucket = f"date_bin('{int(seconds)} seconds'::interval, b, TIMESTAMPTZ '{BUCKET_ORIGIN}')"
+    sql = (
+        f"SELECT {point_column}{bucket} AS bucket, sum(s) / sum(c) AS mean, min(lo) AS min, max(hi) AS max, sum(c) AS count"  # noqa: S608
+        f"{energy_sum} FROM ("
+        "SELECT point_id, hour AS b, count AS c, sum AS s, min AS lo, max AS hi FROM twin_readinghourly "
+        "WHERE point_id = ANY(%(points)s) AND quantity = %(quantity)s AND hour >= %(inner_start)s AND hour < %(inner_end)s "
+        "UNION ALL SELECT point_id, ts, 1, value, value, value FROM twin_reading "
+        "WHERE point_id = ANY(%(points)s) AND quantity = %(quantity)s "
+        "AND (ts >= %(start)s AND ts < %(inner_start)s OR ts >= %(inner_end)s AND ts < %(end)s)"
+        f") parts GROUP BY {group} ORDER BY {group} LIMIT %(limit)s"
+    )
+    params = {"points": list(point_ids), "quantity": spec.code, "start": start, "end": end, "inner_start": inner_start,
+              "inner_end": inner_end, "limit": limit + 1}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _bucket(row: dict) -> dict:

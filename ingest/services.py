@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -22,7 +22,7 @@ from django.utils import timezone
 from ingest import selectors
 from ingest.payloads import PayloadError, decode_batch, media_type_of
 from ingest.validation import readings_validate
-from ingest.writer import partitions_ahead, partitions_ensure, readings_write
+from ingest.writer import partitions_ahead, partitions_ensure, readings_write, rollups_compact, rollups_rebuild
 from twin import models as twin
 from twin.rdf_codec import TripleWriter, write_meters
 from twin.services import grid_apply_changes
@@ -30,6 +30,7 @@ from twin.services import grid_apply_changes
 logger = logging.getLogger(__name__)
 Status = twin.TelemetryBatch.Status
 REJECTION_INSERT_CHUNK = 5000
+ROLLUP_SETTLE_S = 600  # partial hourly rollup rows of a batch are merged once it finished this long ago
 # Assets whose SimBench profile a replay turns into readings, and the kind of meter that measures each.
 PROFILED_METER_KINDS = [(twin.Load, "smart_meter"), (twin.StaticGenerator, "pv_inverter"), (twin.Storage, "battery")]
 
@@ -154,7 +155,7 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
         twin.TelemetryBatch.objects.filter(pk=batch_id).update(status=Status.FAILED, finished_at=timezone.now(),
                                                                error=f"{exc.reason}: {exc.message}")
         return None
-    keys = {fields[0] for fields in decoded.fields if fields is not None and isinstance(fields[0], str)}
+    keys = {point for point in decoded.columns[0] if isinstance(point, str)}
     point_ids = selectors.point_ids_for([batch.participant_id], keys)
     validated = readings_validate(decoded, point_ids=point_ids, now=now)
     partitions_ensure(validated)
@@ -193,6 +194,18 @@ def telemetry_batches_requeue(*, older_than_s: int = 1800, include_dead: bool = 
     for batch_id in ids:
         telemetry_batch_publish(batch_id=batch_id)
     return len(ids)
+
+
+def reading_rollups_rebuild(*, start: datetime, end: datetime) -> int:
+    """Recompute the hourly rollup of the hours overlapping [start, end) — after readings were loaded around the workers."""
+    return rollups_rebuild(start, end)
+
+
+def reading_rollups_compact(*, settled_s: int = ROLLUP_SETTLE_S) -> int:
+    """Merge the partial hourly rollup rows of batches that finished more than `settled_s` ago (one row per hour
+    again); returns the partial rows merged. Late batches for the same hours keep arriving, so waiting a while
+    merges more rows at once."""
+    return rollups_compact(timezone.now() - timedelta(seconds=settled_s))
 
 
 def reading_partitions_ahead(*, months: int = 3) -> list[str]:

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from operator import itemgetter
 
 import numpy as np
 from django.conf import settings
@@ -166,22 +165,22 @@ class _Rules:
 def readings_validate(batch: DecodedBatch, *, point_ids: Mapping[str, int], now: datetime) -> ValidatedBatch:
     """Judge every reading of a decoded batch; `point_ids` maps the point keys the source may write to meter ids."""
     rules = _Rules(point_ids, now)
-    fields = batch.fields
+    n = len(batch)
     rejections: list[Rejection] = []
     try:
-        columns = _columns(fields, rules)
+        columns = _columns(batch.columns, rules) if n else None
     except TypeError:  # an unhashable field (a list or object where a name belongs): judge reading by reading
         columns = None
     if columns is None:
-        good = np.zeros(len(fields), dtype=bool)
-        pid = np.zeros(len(fields), dtype=np.int64)
-        code, quality = np.zeros(len(fields), dtype=np.int16), np.zeros(len(fields), dtype=np.int16)
-        micros, number = np.zeros(len(fields), dtype=np.int64), np.zeros(len(fields))
+        good = np.zeros(n, dtype=bool)
+        pid = np.zeros(n, dtype=np.int64)
+        code, quality = np.zeros(n, dtype=np.int16), np.zeros(n, dtype=np.int16)
+        micros, number = np.zeros(n, dtype=np.int64), np.zeros(n)
     else:
         good, pid, code, micros, number, quality = columns
     late: list[tuple] = []  # readings the columns could not take but the judge accepts (none in practice)
     for position in np.flatnonzero(~good).tolist():
-        verdict = rules.judge(fields[position])
+        verdict = rules.judge(batch.field_at(position))
         if len(verdict) == 2:
             rejections.append(Rejection(position, verdict[0], verdict[1], json_safe(batch.as_sent(position))))
         else:
@@ -196,7 +195,7 @@ def readings_validate(batch: DecodedBatch, *, point_ids: Mapping[str, int], now:
         number = np.concatenate([number, np.array([r[4] for r in late], dtype=np.float64)])
         quality = np.concatenate([quality, np.array([r[5] for r in late], dtype=np.int16)])
     order = np.lexsort((positions, micros, code, pid))  # by key, then by position within a key
-    validated = ValidatedBatch(pid[order], code[order], micros[order], number[order], quality[order], received_count=len(fields))
+    validated = ValidatedBatch(pid[order], code[order], micros[order], number[order], quality[order], received_count=n)
     positions = positions[order]
     repeat = (validated.point_id[1:] == validated.point_id[:-1]) & (validated.quantity[1:] == validated.quantity[:-1]) \
         & (validated.ts[1:] == validated.ts[:-1])
@@ -226,16 +225,13 @@ def _collapse_repeats(validated: ValidatedBatch, positions: np.ndarray, repeat: 
     return collapsed, positions[conflicted].tolist()
 
 
-def _columns(fields: list, rules: _Rules):
+def _columns(columns: tuple[list, ...], rules: _Rules):
     """Every check on columns: (mask of readings that pass them all, point ids, codes, ts, values, quality codes).
 
     Raises TypeError on an unhashable field; readings outside the mask go to the per-reading judge.
     """
-    n = len(fields)
-    if n == 0:
-        return None
-    complete = [f if f is not None else (None,) * 6 for f in fields] if None in fields else fields
-    points, quantities, stamps, values, units, qualities = (list(map(itemgetter(i), complete)) for i in range(6))
+    points, quantities, stamps, values, units, qualities = columns
+    n = len(points)
     found = np.array(list(map(rules.point_ids.get, points)), dtype=np.float64)  # None (unknown) → NaN
     pid = np.where(np.isnan(found), -1, found).astype(np.int64)
     pairs = {pair: UNIT_INDEX.get(pair, NO_UNIT) for pair in set(zip(quantities, units, strict=True))}

@@ -18,6 +18,7 @@ from ingest import services
 from ingest.api import urls as ingest_urls
 from ingest.testing import metered_grid_create, power_readings, readings_csv, readings_json, readings_senml
 from twin import models
+from twin.models.telemetry import HourlyReading
 
 pytestmark = pytest.mark.django_db
 
@@ -283,6 +284,43 @@ def test_readings_raw_and_aggregated_in_the_database(gateway, operator, points):
                                                            "group": "all", **window}).json()
     assert len(combined["series"]) == 1 and len(combined["series"][0]["readings"]) == 8
     assert combined["series"][0]["readings"][0]["count"] == 2
+
+
+def plain_hourly(points: list[int], start: datetime, end: datetime) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'), avg(value), min(value), max(value), "
+                       "count(*) FROM twin_reading WHERE point_id = ANY(%s) AND quantity = 1 AND ts >= %s AND ts < %s "
+                       "GROUP BY 1 ORDER BY 1", [points, start, end])
+        return cursor.fetchall()
+
+
+def test_hourly_rollup_agrees_with_the_readings_through_overlaps_compaction_and_rebuild(gateway, operator, points):
+    # Batches that overlap (the conflict path adds only the rows it stored), a replay, and windows off the hour.
+    process(post(gateway, readings_json(power_readings(points, START, 6))))
+    process(post(gateway, readings_json(power_readings(points, START + timedelta(minutes=45), 9))))
+    process(post(gateway, readings_json(power_readings(points, START, 6)), HTTP_IDEMPOTENCY_KEY="other-copy"))
+    late = power_readings(points[:2], START + timedelta(hours=5), 2)
+    process(post(gateway, readings_json(late)))
+    windows = [(START, START + timedelta(hours=6)), (START + timedelta(minutes=20), START + timedelta(hours=2, minutes=40))]
+
+    def check() -> None:
+        for start, end in windows:
+            body = operator.get("/api/v1/telemetry/readings", {"point": points, "quantity": "active_power", "resolution": "hour",
+                                                               "group": "all", "start": start.isoformat(), "end": end.isoformat()}).json()
+            served = [(datetime.fromisoformat(r["ts"].replace("Z", "+00:00")), r["mean"], r["min"], r["max"], r["count"])
+                      for r in body["series"][0]["readings"]]
+            expected = plain_hourly(points, start, end)
+            assert [(row[0], row[4]) for row in served] == [(row[0], row[4]) for row in expected]
+            assert [row[1:4] for row in served] == [pytest.approx(row[1:4]) for row in expected]
+
+    check()
+    assert HourlyReading.objects.exclude(batch=0).exists()
+    assert services.reading_rollups_compact(settled_s=-60) > 0  # every finished batch counts as settled
+    assert not HourlyReading.objects.exclude(batch=0).exists()
+    check()
+    HourlyReading.objects.all().delete()
+    services.reading_rollups_rebuild(start=START, end=START + timedelta(days=1))
+    check()
 
 
 def test_latest_value_per_point_follows_the_newest_reading(gateway, operator, grid, points):
