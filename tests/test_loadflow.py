@@ -180,6 +180,10 @@ def test_islands_and_non_convergence_fail_the_run_with_nothing_written(lv_grid):
     models.Line.objects.filter(grid=lv_grid).update(in_service=False)  # every consumer cut off from the transformer
     run = execute(services.loadflow_run_create(grid=lv_grid, at=NOON_IN_JUNE))
     assert run.status == Run.Status.FAILED and run.error.startswith("islands:")
+    start = NOON_IN_JUNE.replace(hour=0)
+    run = execute(services.loadflow_run_create(grid=lv_grid, kind="timeseries", start=start, end=start + STEP * 8))
+    assert run.status == Run.Status.FAILED and run.error.startswith("islands:") and run.summary == {}
+    assert not run.chunks.exclude(arrays=None).exists()
     models.Line.objects.filter(grid=lv_grid).update(in_service=True)
 
     # 200 MW on an LV feeder: no voltage solution exists

@@ -382,8 +382,12 @@ def loadflow_hosting_capacity_solve(run: Run) -> None:
 
 
 def loadflow_timeseries_plan(run: Run) -> list[int]:
-    """Check the model once (slack, islands), cut the period into chunks and return their indices to dispatch."""
-    _, layout = run_model(run)
+    """Cut the period into chunks and return their indices to dispatch.
+
+    The model is not built here: each worker builds (and caches) it with its first chunk, so the second
+    worker does not wait for the first one's build; a grid that cannot be solved (islands …) fails the
+    run from whichever chunk finds it first, and the first chunk to finish stores the layout.
+    """
     step = timedelta(minutes=run.step_minutes)
     chunk_steps = settings.GRIDTWIN_LOADFLOW_CHUNK_STEPS
     chunks = []
@@ -393,7 +397,7 @@ def loadflow_timeseries_plan(run: Run) -> list[int]:
     with transaction.atomic():
         models.TimeSeriesChunk.objects.filter(run=run).delete()
         models.TimeSeriesChunk.objects.bulk_create(chunks)
-        Run.objects.filter(pk=run.pk).update(chunks_total=len(chunks), chunks_done=0, steps_done=0, layout=layout)
+        Run.objects.filter(pk=run.pk).update(chunks_total=len(chunks), chunks_done=0, steps_done=0, layout={}, summary={})
     return [c.index for c in chunks]
 
 
@@ -450,7 +454,8 @@ def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
         locked.chunks_done += 1
         locked.steps_done += chunk.steps
         locked.summary = {"partial": _merge_partial(locked.summary.get("partial"), partial)}
-        locked.save(update_fields=["chunks_done", "steps_done", "summary"])
+        locked.layout = locked.layout or layout
+        locked.save(update_fields=["chunks_done", "steps_done", "summary", "layout"])
         if locked.chunks_done == locked.chunks_total:
             _finalize(locked)
 

@@ -56,7 +56,7 @@ class GridModel:
     ybus: sparse.csc_matrix
     yf: sparse.csr_matrix
     yt: sparse.csr_matrix
-    ref: np.ndarray
+    ref: np.ndarray  # int32, as lightsim2grid takes them (no conversion per step)
     pv: np.ndarray
     pq: np.ndarray
     base_mva: float
@@ -114,8 +114,8 @@ def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
     trafo = net.trafo
     return GridModel(
         net=net, injections=injections, ybus=sparse.csc_matrix(internal["Ybus"]), yf=sparse.csr_matrix(internal["Yf"]),
-        yt=sparse.csr_matrix(internal["Yt"]), ref=np.asarray(internal["ref"], dtype=np.int64),
-        pv=np.asarray(internal["pv"], dtype=np.int64), pq=np.asarray(internal["pq"], dtype=np.int64),
+        yt=sparse.csr_matrix(internal["Yt"]), ref=np.asarray(internal["ref"], dtype=np.int32),
+        pv=np.asarray(internal["pv"], dtype=np.int32), pq=np.asarray(internal["pq"], dtype=np.int32),
         base_mva=float(internal["baseMVA"]), v0=_solved_voltages(internal["bus"]), bus_ppci=bus_ppci,
         incidence=incidence, base_kv=internal["bus"][:, BASE_KV].real.astype(float),
         f_bus=branch[:, F_BUS].real.astype(np.int64), t_bus=branch[:, T_BUS].real.astype(np.int64),
