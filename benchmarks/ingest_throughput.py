@@ -2,7 +2,8 @@
 
 Prints, on a 10k-point grid (100 feeders × 100 meters):
   * end to end: 1M readings as 10 HTTP batches of 100k (JSON) → runserver → Redis → Celery workers
-    (one process per core) → PostgreSQL, readings/s from the first request to the last batch stored;
+    (one process per core) → PostgreSQL, readings/s from the first request to the last batch stored; then the
+    time the beat task takes to roll up the hours those batches marked (not part of the write path);
   * raw psycopg binary COPY of the same 1M rows into the same (emptied) table, rows/s, and the ratio — once with
     psycopg's write_row per row (the plain approach) and once as one numpy-built binary stream (what the workers send);
   * latest value of every point of the grid: the latest-value table (what the API serves) next to a
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from _setup import ROOT, setup_django
@@ -72,6 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=10, help="batches of 100k readings")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes")
+    parser.add_argument("--clients", type=int, default=1, help="HTTP clients uploading side by side")
     args = parser.parse_args()
     os.environ["CELERY_BROKER_URL"] = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/13")
     os.environ["DEBUG"] = "0"
@@ -92,7 +95,8 @@ def main() -> None:
 
     redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE twin_reading, twin_readinghourly, twin_latestreading, twin_rejectedreading, twin_telemetrybatch CASCADE")
+        cursor.execute("TRUNCATE twin_reading, twin_readinghourly, twin_readinghourdirty, twin_latestreading, twin_rejectedreading, "
+                       "twin_telemetrybatch CASCADE")
     models.TelemetrySource.objects.filter(name="bench-gateway").delete()
     models.Grid.objects.filter(name="ingest-bench").delete()
     participant = participant_for_cli("Benchmark utility")
@@ -100,7 +104,7 @@ def main() -> None:
     points = list(models.Meter.objects.filter(grid=grid).order_by("id").values_list("id", flat=True))
     _, key = services.telemetry_source_issue(participant=participant, name="bench-gateway")
     print(f"grid: {len(points)} points on {FEEDERS} feeders; {args.batches} batches of {STEPS_PER_BATCH * len(points)} readings; "
-          f"{args.workers} worker processes")
+          f"{args.workers} worker processes; {args.clients} HTTP client(s)")
 
     bodies, rows = [], []
     for b in range(args.batches):
@@ -121,14 +125,18 @@ def main() -> None:
         wait_until(server_is_up, 60, "runserver")
         wait_until(lambda: bool(app.control.ping(timeout=0.5)), 60, "the Celery worker")
         print("end to end: HTTP batch → broker → worker(s) → PostgreSQL")
-        client = http.client.HTTPConnection("127.0.0.1", PORT, timeout=120)
+        def upload(share: list[bytes]) -> None:
+            client = http.client.HTTPConnection("127.0.0.1", PORT, timeout=120)
+            for body in share:
+                client.request("POST", "/api/v1/telemetry/batches", body=body,
+                               headers={"Authorization": f"Gateway {key}", "Content-Type": "application/json"})
+                response = client.getresponse()
+                response.read()
+                assert response.status == 202, response.status
+
         started = time.perf_counter()
-        for body in bodies:
-            client.request("POST", "/api/v1/telemetry/batches", body=body,
-                           headers={"Authorization": f"Gateway {key}", "Content-Type": "application/json"})
-            response = client.getresponse()
-            response.read()
-            assert response.status == 202, response.status
+        with ThreadPoolExecutor(args.clients) as pool:  # gateways upload side by side (runserver serves each in a thread)
+            list(pool.map(upload, [bodies[i :: args.clients] for i in range(args.clients)]))
         accepted_s = time.perf_counter() - started
         batches = models.TelemetryBatch.objects.filter(source__name="bench-gateway")
         wait_until(lambda: batches.filter(status__in=["succeeded", "failed", "dead"]).count() == args.batches, 600, "the batches")
@@ -142,6 +150,10 @@ def main() -> None:
     e2e_rate = total / end_to_end_s
     print(f"  all {args.batches} batches answered 202 after     {accepted_s:8.2f} s")
     print(f"  all readings stored after                   {end_to_end_s:8.2f} s   {e2e_rate:10,.0f} readings/s   goal ≥ 100,000/s")
+    started = time.perf_counter()
+    hours = services.reading_rollups_refresh(settled_s=-60)
+    print(f"  afterwards, off the write path (Celery beat): hourly rollup of the {hours} hours the batches marked "
+          f"{time.perf_counter() - started:.2f} s")
 
     print("plain approach: one psycopg binary COPY of the same rows into the same table (emptied)")
     with connection.cursor() as cursor:

@@ -125,8 +125,9 @@ def readings_series(*, point_ids: list[int], spec: twin.QuantitySpec, start: dat
 
 def _rollup_buckets(point_ids: list[int], spec: twin.QuantitySpec, start: datetime, end: datetime, seconds: int, per_point: bool,
                     limit: int) -> list[dict]:
-    """Hourly or daily aggregates from the hourly rollup for the whole hours of [start, end), and from the readings for
-    the partial hours at its edges (PostgreSQL). A quarter of the rows of the readings, and no timestamps to bin."""
+    """Hourly or daily aggregates from the hourly rollup for the clean whole hours of [start, end), and from the readings
+    for the hours marked dirty and the partial hours at its edges (PostgreSQL). Exact at any moment; a quarter of the
+    rows of 15-minute readings once the rollup is refreshed."""
     hour = timedelta(hours=1)
     origin = datetime.fromisoformat(BUCKET_ORIGIN)
     inner_start = origin - ((origin - start) // hour) * hour  # first hour start at or after start
@@ -135,18 +136,25 @@ def _rollup_buckets(point_ids: list[int], spec: twin.QuantitySpec, start: dateti
     group = "1, 2" if per_point else "1"
     energy_sum = ", sum(s) AS sum" if spec.energy else ""
     bucket = f"date_bin('{int(seconds)} seconds'::interval, b, TIMESTAMPTZ '{BUCKET_ORIGIN}')"
+    with connection.cursor() as cursor:  # the few hours not rolled up yet, as a constant for the planner
+        cursor.execute("SELECT DISTINCT hour FROM twin_readinghourdirty WHERE hour >= %s AND hour < %s", [inner_start, inner_end])
+        dirty = [hour for (hour,) in cursor.fetchall()]
     sql = (
         f"SELECT {point_column}{bucket} AS bucket, sum(s) / sum(c) AS mean, min(lo) AS min, max(hi) AS max, sum(c) AS count"  # noqa: S608
         f"{energy_sum} FROM ("
         "SELECT point_id, hour AS b, count AS c, sum AS s, min AS lo, max AS hi FROM twin_readinghourly "
         "WHERE point_id = ANY(%(points)s) AND quantity = %(quantity)s AND hour >= %(inner_start)s AND hour < %(inner_end)s "
+        "AND NOT hour = ANY(%(dirty)s) "
+        "UNION ALL SELECT r.point_id, r.ts, 1, r.value, r.value, r.value FROM unnest(%(dirty)s::timestamptz[]) AS d(hour) "
+        "JOIN twin_reading r ON r.ts >= d.hour AND r.ts < d.hour + INTERVAL '1 hour' "
+        "WHERE r.point_id = ANY(%(points)s) AND r.quantity = %(quantity)s "
         "UNION ALL SELECT point_id, ts, 1, value, value, value FROM twin_reading "
         "WHERE point_id = ANY(%(points)s) AND quantity = %(quantity)s "
         "AND (ts >= %(start)s AND ts < %(inner_start)s OR ts >= %(inner_end)s AND ts < %(end)s)"
         f") parts GROUP BY {group} ORDER BY {group} LIMIT %(limit)s"
     )
     params = {"points": list(point_ids), "quantity": spec.code, "start": start, "end": end, "inner_start": inner_start,
-              "inner_end": inner_end, "limit": limit + 1}
+              "inner_end": inner_end, "dirty": dirty, "limit": limit + 1}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         names = [column.name for column in cursor.description]

@@ -22,7 +22,7 @@ from django.utils import timezone
 from ingest import selectors
 from ingest.payloads import PayloadError, decode_batch, media_type_of
 from ingest.validation import readings_validate
-from ingest.writer import partitions_ahead, partitions_ensure, readings_write, rollups_compact, rollups_rebuild
+from ingest.writer import partitions_ahead, partitions_ensure, readings_write, rollups_rebuild, rollups_refresh
 from twin import models as twin
 from twin.rdf_codec import TripleWriter, write_meters
 from twin.services import grid_apply_changes
@@ -30,7 +30,7 @@ from twin.services import grid_apply_changes
 logger = logging.getLogger(__name__)
 Status = twin.TelemetryBatch.Status
 REJECTION_INSERT_CHUNK = 5000
-ROLLUP_SETTLE_S = 600  # partial hourly rollup rows of a batch are merged once it finished this long ago
+ROLLUP_SETTLE_S = 300  # the hours a batch marked are recomputed once it finished this long ago
 # Assets whose SimBench profile a replay turns into readings, and the kind of meter that measures each.
 PROFILED_METER_KINDS = [(twin.Load, "smart_meter"), (twin.StaticGenerator, "pv_inverter"), (twin.Storage, "battery")]
 
@@ -201,11 +201,11 @@ def reading_rollups_rebuild(*, start: datetime, end: datetime) -> int:
     return rollups_rebuild(start, end)
 
 
-def reading_rollups_compact(*, settled_s: int = ROLLUP_SETTLE_S) -> int:
-    """Merge the partial hourly rollup rows of batches that finished more than `settled_s` ago (one row per hour
-    again); returns the partial rows merged. Late batches for the same hours keep arriving, so waiting a while
-    merges more rows at once."""
-    return rollups_compact(timezone.now() - timedelta(seconds=settled_s))
+def reading_rollups_refresh(*, settled_s: int = ROLLUP_SETTLE_S) -> int:
+    """Recompute the hourly rollup of the hours marked by batches that finished more than `settled_s` ago; returns
+    the hours recomputed. Late batches for the same hours keep arriving, so waiting a while recomputes each hour
+    fewer times."""
+    return rollups_refresh(timezone.now() - timedelta(seconds=settled_s))
 
 
 def reading_partitions_ahead(*, months: int = 3) -> list[str]:

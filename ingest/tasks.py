@@ -33,16 +33,16 @@ def process_batch(batch_id: int) -> None:
 
 @shared_task(name="ingest.requeue_stale_batches")
 def requeue_stale_batches() -> int:
-    """Ingest housekeeping (Celery beat, every 10 minutes): publish again the batches whose message was lost, and merge
-    the partial hourly rollup rows of settled batches."""
-    services.reading_rollups_compact()
+    """Ingest housekeeping (Celery beat, every 10 minutes): publish again the batches whose message was lost, and
+    recompute the hourly rollup of the hours settled batches marked."""
+    services.reading_rollups_refresh()
     return services.telemetry_batches_requeue()
 
 
-@shared_task(name="ingest.compact_rollups")
-def compact_rollups(settled_s: int = services.ROLLUP_SETTLE_S) -> int:
-    """Merge the partial hourly rollup rows of batches finished more than `settled_s` ago."""
-    return services.reading_rollups_compact(settled_s=settled_s)
+@shared_task(name="ingest.refresh_rollups")
+def refresh_rollups(settled_s: int = services.ROLLUP_SETTLE_S) -> int:
+    """Recompute the hourly rollup of the hours marked by batches finished more than `settled_s` ago."""
+    return services.reading_rollups_refresh(settled_s=settled_s)
 
 
 @shared_task(name="ingest.create_partitions_ahead")

@@ -8,9 +8,9 @@ PostgreSQL, inside the caller's transaction:
 2. when the savepoint fails on an existing key (a replay, an overlapping batch, a concurrent writer of
    the same keys), COPY into a temporary table and `INSERT … ON CONFLICT DO NOTHING` from it, in key
    order so that concurrent writers lock keys in one order.
-Both add the newly stored rows to the hourly rollup (count, sum, min, max per point, quantity and UTC hour;
-readings are never updated, so the rollup is additive) and end with the latest-value side table upserted
-from the batch's newest row per (point, quantity). Every table is written in key order.
+Both mark the UTC hours the batch added rows to (the hourly rollup is recomputed off the write path, see
+`rollups_refresh`) and end with the latest-value side table upserted from the batch's newest row per
+(point, quantity). Every table is written in key order.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ LATEST_UPSERT = (
     "ON CONFLICT (point_id, quantity) DO UPDATE SET ts = excluded.ts, value = excluded.value, quality = excluded.quality "
     "WHERE excluded.ts > twin_latestreading.ts"
 )
-ROLLUP_COLUMNS = "point_id, quantity, hour, batch, count, sum, min, max"
+ROLLUP_COLUMNS = "point_id, quantity, hour, count, sum, min, max"
+ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
 HOUR_US = 3_600_000_000
 # PostgreSQL's binary COPY format: a header, then per row the field count and each field as (length, big-endian
 # value); numpy lays out a whole batch in one go (psycopg's write_row spends ~1 µs per row in Python).
@@ -40,10 +41,6 @@ READING_RECORD = np.dtype([("fields", ">i2"), ("point_len", ">i4"), ("point_id",
                            ("quantity", ">i2"), ("ts_len", ">i4"), ("ts", ">i8"), ("value_len", ">i4"), ("value", ">f8"),
                            ("quality_len", ">i4"), ("quality", ">i2"), ("batch_len", ">i4"), ("batch_id", ">i8")])
 FIELD_SIZES = {"point_len": 8, "quantity_len": 2, "ts_len": 8, "value_len": 8, "quality_len": 2, "batch_len": 8}
-ROLLUP_RECORD = np.dtype([("fields", ">i2"), ("point_len", ">i4"), ("point_id", ">i8"), ("quantity_len", ">i4"), ("quantity", ">i2"),
-                          ("hour_len", ">i4"), ("hour", ">i8"), ("batch_len", ">i4"), ("batch", ">i8"), ("count_len", ">i4"),
-                          ("count", ">i4"), ("sum_len", ">i4"), ("sum", ">f8"), ("min_len", ">i4"), ("min", ">f8"),
-                          ("max_len", ">i4"), ("max", ">f8")])
 
 
 def copy_binary_readings(point_id, quantity, ts, value, quality, batch_id: int | None) -> bytes:
@@ -125,7 +122,9 @@ def _write_postgresql(validated: ValidatedBatch, batch_id: int) -> int:
         except (errors.UniqueViolation, errors.DeadlockDetected):
             pass  # some keys are stored already (or being stored by another worker): take the conflict path
         else:
-            _rollup_postgresql(cursor, validated, batch_id)
+            hours = np.unique(validated.ts - validated.ts % HOUR_US)
+            cursor.execute(f"INSERT INTO twin_readinghourdirty (hour, batch) SELECT {ORIGIN} + h * INTERVAL '1 microsecond', %s "  # noqa: S608
+                           "FROM unnest(%s::int8[]) AS h", [batch_id, hours.tolist()])
             return len(validated)
         cursor.execute("CREATE TEMP TABLE ingest_incoming (LIKE twin_reading) ON COMMIT DROP")
         _copy(cursor, "ingest_incoming", data)
@@ -133,66 +132,38 @@ def _write_postgresql(validated: ValidatedBatch, batch_id: int) -> int:
         cursor.execute(
             f"WITH new AS (INSERT INTO twin_reading ({READING_COLUMNS}) SELECT {READING_COLUMNS} FROM ingest_incoming "  # noqa: S608
             "ORDER BY point_id, quantity, ts ON CONFLICT DO NOTHING RETURNING point_id, quantity, ts, value), "
-            f"rollup AS (INSERT INTO twin_readinghourly ({ROLLUP_COLUMNS}) "
-            "SELECT point_id, quantity, date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour, %s, count(*), "
-            "sum(value), min(value), max(value) FROM new GROUP BY 1, 2, 3) "
+            f"marks AS (INSERT INTO twin_readinghourdirty (hour, batch) SELECT DISTINCT date_bin('1 hour', ts, {ORIGIN}), %s FROM new) "
             "SELECT count(*) FROM new", [batch_id])
         inserted = cursor.fetchone()[0]
         cursor.execute("DROP TABLE ingest_incoming")
     return inserted
 
 
-def hourly_rollup(validated: ValidatedBatch) -> tuple[np.ndarray, ...]:
-    """(point_id, quantity, hour, count, sum, min, max) per UTC hour of rows sorted by key; hour in µs since 2000-01-01."""
-    hour = validated.ts - validated.ts % HOUR_US  # 2000-01-01 00:00 UTC is on the hour
-    starts = np.ones(len(hour), dtype=bool)
-    starts[1:] = (validated.point_id[1:] != validated.point_id[:-1]) | (validated.quantity[1:] != validated.quantity[:-1]) \
-        | (hour[1:] != hour[:-1])
-    first = np.flatnonzero(starts)
-    value = validated.value
-    return (validated.point_id[first], validated.quantity[first], hour[first], np.diff(np.append(first, len(hour))),
-            np.add.reduceat(value, first), np.minimum.reduceat(value, first), np.maximum.reduceat(value, first))
+def rollups_refresh(settled_before: datetime) -> int:
+    """Recompute the hourly rollup of the hours marked by batches finished before `settled_before`, from the
+    readings, and drop those marks; returns the hours recomputed.
 
-
-def _rollup_postgresql(cursor, validated: ValidatedBatch, batch_id: int) -> None:
-    """Append the batch's partial hourly rollup of rows that are all new: aggregated in numpy, one binary COPY."""
-    point_id, quantity, hour, count, total, low, high = hourly_rollup(validated)
-    records = np.empty(len(point_id), dtype=ROLLUP_RECORD)
-    records["fields"] = 8
-    for name, size in {"point_len": 8, "quantity_len": 2, "hour_len": 8, "batch_len": 8, "count_len": 4, "sum_len": 8, "min_len": 8,
-                       "max_len": 8}.items():
-        records[name] = size
-    records["point_id"], records["quantity"], records["hour"], records["batch"] = point_id, quantity, hour, batch_id
-    records["count"], records["sum"], records["min"], records["max"] = count, total, low, high
-    with cursor.copy(f"COPY twin_readinghourly ({ROLLUP_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.write(COPY_HEADER + records.tobytes() + COPY_TRAILER)
-
-
-def rollups_compact(settled_before: datetime) -> int:
-    """Merge the partial rollup rows of batches finished before `settled_before` into one row per hour (batch 0).
-
-    One statement, so a crash leaves either the partial rows or the merged ones; concurrent runs skip each
-    other (advisory lock). Returns the partial rows merged.
+    A mark is written with its batch's rows, so the rows of a settled batch are visible here. Rows of batches
+    still in flight may be half in a recomputed hour: their own marks keep the hour dirty (queries read it from
+    the readings) until a later run recomputes it again. Concurrent runs skip each other (advisory lock).
     """
     if connection.vendor != "postgresql":
         return 0
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(hashtext('twin_readinghourly_compact'))")
+        cursor.execute("SELECT pg_try_advisory_xact_lock(hashtext('twin_readinghourly_refresh'))")
         if not cursor.fetchone()[0]:
             return 0
         cursor.execute(
-            "WITH pending AS (SELECT DISTINCT batch FROM twin_readinghourly WHERE batch <> 0), "  # noqa: S608
-            "settled AS (SELECT b.id FROM twin_telemetrybatch b JOIN pending p ON p.batch = b.id "
-            "WHERE b.finished_at < %s AND b.status = 'succeeded'), "
-            "moved AS (DELETE FROM twin_readinghourly r USING settled s WHERE r.batch = s.id "
-            "RETURNING r.point_id, r.quantity, r.hour, r.count, r.sum, r.min, r.max), "
-            f"merged AS (INSERT INTO twin_readinghourly ({ROLLUP_COLUMNS}) "
-            "SELECT point_id, quantity, hour, 0, sum(count), sum(sum), min(min), max(max) FROM moved GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
-            "ON CONFLICT (point_id, quantity, hour, batch) DO UPDATE SET count = twin_readinghourly.count + excluded.count, "
-            "sum = twin_readinghourly.sum + excluded.sum, min = least(twin_readinghourly.min, excluded.min), "
-            "max = greatest(twin_readinghourly.max, excluded.max)) "
-            "SELECT count(*) FROM moved", [settled_before])
-        return cursor.fetchone()[0]
+            "DELETE FROM twin_readinghourdirty d USING twin_telemetrybatch b WHERE b.id = d.batch AND b.finished_at < %s "
+            "RETURNING d.hour", [settled_before])
+        hours = sorted({hour for (hour,) in cursor.fetchall()})
+        if hours:
+            cursor.execute("DELETE FROM twin_readinghourly WHERE hour = ANY(%s)", [hours])
+            cursor.execute(
+                f"INSERT INTO twin_readinghourly ({ROLLUP_COLUMNS}) SELECT r.point_id, r.quantity, h.hour, count(*), sum(r.value), "  # noqa: S608
+                "min(r.value), max(r.value) FROM unnest(%s::timestamptz[]) AS h(hour) "
+                "JOIN twin_reading r ON r.ts >= h.hour AND r.ts < h.hour + INTERVAL '1 hour' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [hours])
+        return len(hours)
 
 
 def _latest_postgresql(latest: ValidatedBatch) -> None:
@@ -228,15 +199,15 @@ def rollups_rebuild(start: datetime, end: datetime) -> int:
     """Recompute the hourly rollup of the hours that overlap [start, end) from the readings (PostgreSQL); returns the rows."""
     if connection.vendor != "postgresql":
         return 0
-    first_hour = "date_bin('1 hour', %(start)s::timestamptz, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+    first_hour = f"date_bin('1 hour', %(start)s::timestamptz, {ORIGIN})"
     with transaction.atomic(), connection.cursor() as cursor:
         bounds = {"start": start, "end": end}
         cursor.execute(f"DELETE FROM twin_readinghourly WHERE hour >= {first_hour} AND hour < %(end)s", bounds)  # noqa: S608
         cursor.execute(
             f"INSERT INTO twin_readinghourly ({ROLLUP_COLUMNS}) SELECT point_id, quantity, "  # noqa: S608
-            "date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'), 0, count(*), sum(value), min(value), max(value) "
+            f"date_bin('1 hour', ts, {ORIGIN}), count(*), sum(value), min(value), max(value) "
             f"FROM twin_reading WHERE ts >= {first_hour} AND ts < %(end)s + INTERVAL '1 hour' "
-            "AND date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') < %(end)s GROUP BY 1, 2, 3", bounds)
+            f"AND date_bin('1 hour', ts, {ORIGIN}) < %(end)s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", bounds)
         return cursor.rowcount
 
 

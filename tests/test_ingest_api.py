@@ -18,7 +18,7 @@ from ingest import services
 from ingest.api import urls as ingest_urls
 from ingest.testing import metered_grid_create, power_readings, readings_csv, readings_json, readings_senml
 from twin import models
-from twin.models.telemetry import HourlyReading
+from twin.models.telemetry import DirtyHour, HourlyReading
 
 pytestmark = pytest.mark.django_db
 
@@ -294,7 +294,7 @@ def plain_hourly(points: list[int], start: datetime, end: datetime) -> list[tupl
         return cursor.fetchall()
 
 
-def test_hourly_rollup_agrees_with_the_readings_through_overlaps_compaction_and_rebuild(gateway, operator, points):
+def test_hourly_rollup_agrees_with_the_readings_through_overlaps_refresh_late_data_and_rebuild(gateway, operator, points):
     # Batches that overlap (the conflict path adds only the rows it stored), a replay, and windows off the hour.
     process(post(gateway, readings_json(power_readings(points, START, 6))))
     process(post(gateway, readings_json(power_readings(points, START + timedelta(minutes=45), 9))))
@@ -313,10 +313,13 @@ def test_hourly_rollup_agrees_with_the_readings_through_overlaps_compaction_and_
             assert [(row[0], row[4]) for row in served] == [(row[0], row[4]) for row in expected]
             assert [row[1:4] for row in served] == [pytest.approx(row[1:4]) for row in expected]
 
+    check()  # every hour is dirty: all from the readings
+    assert DirtyHour.objects.exists() and not HourlyReading.objects.exists()
+    assert services.reading_rollups_refresh(settled_s=-60) == 4  # hours 0, 1, 2 and 5; every finished batch is settled
+    assert not DirtyHour.objects.exists() and HourlyReading.objects.exists()
     check()
-    assert HourlyReading.objects.exclude(batch=0).exists()
-    assert services.reading_rollups_compact(settled_s=-60) > 0  # every finished batch counts as settled
-    assert not HourlyReading.objects.exclude(batch=0).exists()
+    process(post(gateway, readings_json(power_readings(points[:3], START + timedelta(hours=1, minutes=5), 1))))  # late: dirty again
+    assert DirtyHour.objects.count() == 1
     check()
     HourlyReading.objects.all().delete()
     services.reading_rollups_rebuild(start=START, end=START + timedelta(days=1))
