@@ -5,10 +5,29 @@ its chunk and the one that completes the run finalizes it. Late acknowledgement 
 chunk whose worker was killed is delivered again and solved again; a chunk already stored is skipped.
 """
 
+import logging
+
 from celery import group, shared_task
+from celery.signals import worker_process_init
 from django.db import transaction
 
 from twin.loadflow import services
+
+logger = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def warm_up_loadflow(**kwargs) -> None:
+    """Pay pandapower's imports and numba compilation (~5 s) when a worker process starts, not in its first run's chunk."""
+    try:
+        import pandapower as pp
+        import pandapower.networks
+        from lightsim2grid.algorithm import NRSing_KLU  # noqa: F401
+
+        pp.runpp(pandapower.networks.example_simple(), lightsim2grid=False, init="dc", calculate_voltage_angles=True,
+                 tolerance_mva=1e-8)
+    except Exception:  # a worker that could not warm up still works, only its first run is slower
+        logger.exception("load-flow warm-up failed")
 
 
 @shared_task(bind=True, name="twin.loadflow_run", acks_late=True, reject_on_worker_lost=True)
