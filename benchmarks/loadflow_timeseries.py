@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from _setup import ROOT, setup_django
 
@@ -127,17 +127,71 @@ def mvlv_snapshot(participant) -> float:
     return seconds
 
 
+CORRECTNESS_STEP = 96 * 172 + 48  # 2016-06-21 12:00: PV high, load low
+
+
+def correctness(participant) -> list[tuple[str, float, float]]:
+    """Every SimBench LV and MV grid (scenario 0, with switches): the twin's snapshot against pandapower on the original net.
+
+    The same profile step on both sides; pandapower with lightsim2grid=False, taps applied (simbench issue #69).
+    Returns (code, max |Δvm_pu|, max |Δloading_percent|) per grid.
+    """
+    import numpy as np
+    import pandapower as pp
+    import simbench
+
+    from twin.loadflow import selectors
+    from twin.loadflow.services import loadflow_run_create, loadflow_run_execute
+
+    codes = [c for c in simbench.collect_all_simbench_codes()
+             if c.endswith("--0-sw") and ("-LV-" in c or "-MV-" in c) and "MVLV" not in c and "HV" not in c]
+    found = []
+    for code in codes:
+        grid = import_fresh(code, participant)
+        at = datetime(2016, 1, 1, tzinfo=UTC) + CORRECTNESS_STEP * timedelta(minutes=15)
+        run = loadflow_run_create(grid=grid, at=at, trigger="command")
+        loadflow_run_execute(run_id=run.pk)
+        run.refresh_from_db()
+        if run.status != run.Status.SUCCEEDED:
+            raise SystemExit(f"{code}: snapshot failed: {run.error}")
+        net = simbench.get_simbench_net(code)
+        net.trafo["tap_changer_type"] = "Ratio"
+        for (element, column), frame in simbench.get_absolute_values(net, profiles_instead_of_study_cases=True).items():
+            if frame.shape[1]:
+                net[element].loc[frame.columns, column] = frame.iloc[CORRECTNESS_STEP].to_numpy()
+        pp.runpp(net, calculate_voltage_angles=True, lightsim2grid=False, tolerance_mva=1e-8)
+        prefix = f"{grid.iri}/"
+        vm = {row["bus__iri"]: row["vm_pu"] for row in selectors.bus_results(run)}
+        dvm = np.nanmax(np.abs(np.array([vm[f"{prefix}bus/{i}"] for i in net.bus.index], dtype=float) - net.res_bus.vm_pu.to_numpy()))
+        dloading = 0.0
+        for element, frame in (("line", net.res_line), ("trafo", net.res_trafo)):
+            loading = {row["asset_iri"]: row["loading_percent"] for row in selectors.branch_results(run, element)}
+            twin = np.array([loading[f"{prefix}{element}/{i}"] for i in frame.index], dtype=float)
+            dloading = max(dloading, float(np.nanmax(np.abs(twin - frame.loading_percent.to_numpy()), initial=0.0)))
+        found.append((code, float(dvm), dloading))
+        print(f"  {code:<22} max |Δvm_pu| {dvm:.1e}  max |Δloading_percent| {dloading:.1e}  "
+              f"{'ok' if dvm < 1e-6 and dloading < 1e-4 else 'FAILS (1e-6 / 1e-4)'}", flush=True)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--codes", nargs="+", default=["1-MV-urban--0-sw", "1-LV-urban6--0-sw"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--slice", type=int, default=96, help="steps of run_timeseries to time (extrapolated)")
+    parser.add_argument("--correctness-only", action="store_true", help="only the snapshot check of every SimBench LV and MV grid")
     args = parser.parse_args()
     os.environ["CELERY_BROKER_URL"] = BROKER_URL
     setup_django()
     from twin import services
 
     participant = services.participant_for_cli("Benchmark utility")
+    print("correctness: the twin's snapshot vs pandapower on the original SimBench net, every LV and MV grid (2016-06-21 12:00)")
+    failing = [code for code, dvm, dloading in correctness(participant) if not (dvm < 1e-6 and dloading < 1e-4)]
+    if failing:
+        raise SystemExit(f"correctness fails on {', '.join(failing)}")
+    if args.correctness_only:
+        return
     workers = start_workers(args.workers)
     try:
         print(f"{'grid':<22}{'gridtwin s':>12}{'MB stored':>11}{'plain s (slice)':>17}{'plain s (year, extrap.)':>25}{'ratio':>9}")
