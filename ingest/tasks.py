@@ -35,8 +35,9 @@ def process_batch(batch_id: int) -> None:
 def requeue_stale_batches() -> int:
     """Ingest housekeeping (Celery beat, every 10 minutes): publish again the batches whose message was lost, and
     recompute the hourly rollup of the hours settled batches marked."""
+    requeued = services.telemetry_batches_requeue()
     services.reading_rollups_refresh()
-    return services.telemetry_batches_requeue()
+    return requeued
 
 
 @shared_task(name="ingest.refresh_rollups")
