@@ -137,10 +137,10 @@ def correctness(participant) -> list[tuple[str, float, float]]:
     Returns (code, max |Δvm_pu|, max |Δloading_percent|) per grid.
     """
     import numpy as np
-    import pandapower as pp
     import simbench
 
     from twin.loadflow import selectors
+    from twin.loadflow.profiles import simbench_reference
     from twin.loadflow.services import loadflow_run_create, loadflow_run_execute
 
     codes = [c for c in simbench.collect_all_simbench_codes()
@@ -154,12 +154,7 @@ def correctness(participant) -> list[tuple[str, float, float]]:
         run.refresh_from_db()
         if run.status != run.Status.SUCCEEDED:
             raise SystemExit(f"{code}: snapshot failed: {run.error}")
-        net = simbench.get_simbench_net(code)
-        net.trafo["tap_changer_type"] = "Ratio"
-        for (element, column), frame in simbench.get_absolute_values(net, profiles_instead_of_study_cases=True).items():
-            if frame.shape[1]:
-                net[element].loc[frame.columns, column] = frame.iloc[CORRECTNESS_STEP].to_numpy()
-        pp.runpp(net, calculate_voltage_angles=True, lightsim2grid=False, tolerance_mva=1e-8)
+        net = simbench_reference(simbench.get_simbench_net(code), CORRECTNESS_STEP)
         prefix = f"{grid.iri}/"
         vm = {row["bus__iri"]: row["vm_pu"] for row in selectors.bus_results(run)}
         dvm = np.nanmax(np.abs(np.array([vm[f"{prefix}bus/{i}"] for i in net.bus.index], dtype=float) - net.res_bus.vm_pu.to_numpy()))

@@ -18,6 +18,7 @@ from ontology.converters.pandapower_net import net_to_graph
 from twin import models
 from twin.loadflow import selectors, services
 from twin.loadflow.inputs import build_inputs
+from twin.loadflow.profiles import simbench_reference
 from twin.services import grid_import_graph
 
 Run = models.LoadFlowRun
@@ -49,13 +50,7 @@ def execute(run: Run) -> Run:
 
 def original_results(net, step: int):
     """pandapower on the original SimBench net with the profile values of one step (taps applied, simbench issue #69)."""
-    net = copy.deepcopy(net)
-    net.trafo["tap_changer_type"] = "Ratio"
-    for (element, column), frame in simbench.get_absolute_values(net, profiles_instead_of_study_cases=True).items():
-        if frame.shape[1]:
-            net[element].loc[frame.columns, column] = frame.iloc[step].to_numpy()
-    pp.runpp(net, calculate_voltage_angles=True, lightsim2grid=False, tolerance_mva=1e-8)
-    return net
+    return simbench_reference(net, step)
 
 
 @pytest.mark.parametrize("code", [LV_CODE, MV_CODE])

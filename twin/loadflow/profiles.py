@@ -99,3 +99,23 @@ def simbench_profiles(code: str) -> ProfileSet | None:
         pickle.dump(found, handle, protocol=pickle.HIGHEST_PROTOCOL)
     partial.replace(path)
     return found
+
+
+def simbench_reference(net, step: int):
+    """The reference of the correctness check: pandapower itself on a copy of an original SimBench net at one profile step.
+
+    The step's absolute profile values replace the nets' p_mw / q_mvar; taps are applied
+    (`tap_changer_type` "Ratio", simbench issue #69) as the twin applies them; lightsim2grid=False.
+    """
+    import copy
+
+    import pandapower as pp
+    import simbench
+
+    net = copy.deepcopy(net)
+    net.trafo["tap_changer_type"] = "Ratio"
+    for (element, column), frame in simbench.get_absolute_values(net, profiles_instead_of_study_cases=True).items():
+        if frame.shape[1]:
+            net[element].loc[frame.columns, column] = frame.iloc[step].to_numpy()
+    pp.runpp(net, calculate_voltage_angles=True, lightsim2grid=False, tolerance_mva=1e-8)
+    return net
