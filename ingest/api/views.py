@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, parsers, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
@@ -18,6 +18,7 @@ from ingest.api.serializers import BatchSerializer, LatestQuerySerializer, Readi
 from ingest.authentication import TelemetrySourceAuthentication
 from ingest.payloads import MEDIA_TYPES, PayloadError
 from twin import models
+from twin.api.views import RawBodyParser
 from twin.models import QUANTITIES
 
 IDEMPOTENCY_KEY_MAX_CHARS = 200
@@ -29,17 +30,14 @@ class TelemetryAuthMixin:
     authentication_classes = [TelemetrySourceAuthentication, *api_settings.DEFAULT_AUTHENTICATION_CLASSES]
 
 
-class BatchBodyParser(parsers.BaseParser):
-    """Hands the raw body to the view (decoding is the pipeline's job), refusing it past the size limit."""
+class BatchBodyParser(RawBodyParser):
+    """The body of a telemetry batch (decoding is the pipeline's job)."""
 
-    media_type = "*/*"
+    def max_bytes(self) -> int:
+        return settings.GRIDTWIN_TELEMETRY_MAX_BATCH_BYTES
 
-    def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.GRIDTWIN_TELEMETRY_MAX_BATCH_BYTES
-        data = stream.read(limit + 1) if stream is not None else b""
-        if len(data) > limit:
-            raise PayloadError("too_large", f"the body exceeds the limit of {limit} bytes", status=413)
-        return data
+    def too_large(self, limit: int) -> Exception:
+        return PayloadError("too_large", f"the body exceeds the limit of {limit} bytes", status=413)
 
 
 def declared_length_check(request) -> None:

@@ -20,17 +20,33 @@ from twin.api.serializers import GridSerializer, ImportResultSerializer, asset_s
 RDF_MEDIA_TYPES = sorted(MEDIA_TYPE_FORMATS)
 
 
-class RdfUploadParser(parsers.BaseParser):
-    """Hands the raw body to the view; the RDF parser itself runs in the ontology layer."""
+class RawBodyParser(parsers.BaseParser):
+    """Hands the raw body to the view (decoding is the domain layer's job), reading at most `max_bytes() + 1` bytes."""
 
     media_type = "*/*"
 
+    def max_bytes(self) -> int:
+        raise NotImplementedError
+
+    def too_large(self, limit: int) -> Exception:
+        raise NotImplementedError
+
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.GRIDTWIN_MAX_UPLOAD_BYTES
+        limit = self.max_bytes()
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:
-            raise UploadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            raise self.too_large(limit)
         return data
+
+
+class RdfUploadParser(RawBodyParser):
+    """The body of an RDF upload; the RDF parser itself runs in the ontology layer."""
+
+    def max_bytes(self) -> int:
+        return settings.GRIDTWIN_MAX_UPLOAD_BYTES
+
+    def too_large(self, limit: int) -> Exception:
+        return UploadTooLarge(f"the body exceeds the limit of {limit} bytes")
 
 
 def read_upload(request):
