@@ -134,3 +134,10 @@ def test_reference_to_a_missing_bus_is_a_violation(operator, lv_turtle):
     response = upload(operator, body)
     assert_refused(response, 422, "shacl_violation")
     assert any(v["value"] == "urn:nowhere" for v in response.json()["violations"])
+
+
+@override_settings(GRIDTWIN_MAX_UPLOAD_BYTES=1024)
+def test_body_declared_over_the_limit_is_refused_by_its_header(operator):
+    response = operator.post("/api/v1/models/", data=b"<urn:a> <urn:b> <urn:c> .", content_type="application/n-triples",
+                             CONTENT_LENGTH=str(200 * 1024 * 1024))
+    assert_refused(response, 413, "too_large")

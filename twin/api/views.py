@@ -21,7 +21,11 @@ RDF_MEDIA_TYPES = sorted(MEDIA_TYPE_FORMATS)
 
 
 class RawBodyParser(parsers.BaseParser):
-    """Hands the raw body to the view (decoding is the domain layer's job), reading at most `max_bytes() + 1` bytes."""
+    """Hands the raw body to the view (decoding is the domain layer's job).
+
+    A body whose Content-Length is over `max_bytes()` is refused before a byte of it is read; otherwise at
+    most `max_bytes() + 1` bytes are read, so a body without an honest length is refused too.
+    """
 
     media_type = "*/*"
 
@@ -33,6 +37,10 @@ class RawBodyParser(parsers.BaseParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         limit = self.max_bytes()
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise self.too_large(limit)
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:
             raise self.too_large(limit)
@@ -50,14 +58,8 @@ class RdfUploadParser(RawBodyParser):
 
 
 def read_upload(request):
-    """Parse the request body as RDF, refusing oversized bodies before reading them."""
+    """Parse the request body (read by RdfUploadParser, which enforces the size limit) as RDF."""
     limit = settings.GRIDTWIN_MAX_UPLOAD_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError as exc:
-        raise ValidationError({"reason": "bad_request", "message": "invalid Content-Length"}) from exc
-    if declared > limit:
-        raise UploadTooLarge(f"the body has {declared} bytes; the limit is {limit}")
     data = request.data if isinstance(request.data, bytes) else b""
     if not data:
         raise EmptyUpload("the body is empty")
