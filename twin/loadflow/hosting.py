@@ -8,9 +8,9 @@ upper end has one (or does not converge). A "violation" is exactly what the run'
 voltage outside the band, a line or transformer above its loading limit. The added power has
 cos φ = 1 (q = 0).
 
-Vectorised: one bisection round solves one Newton–Raphson per bus (lightsim2grid `NRSing_KLU`,
-warm-started from the base voltages, on the same pandapower admittance matrix as every other run),
-then checks all buses' results at once with the batched branch-flow formulas of `solver.results_of`.
+Vectorised: one bisection round solves all candidate buses at once with the solver of every other run
+(`solver.solve_rows`, from the base voltages, on the same pandapower admittance matrix), then checks all
+buses' results at once with the batched branch-flow formulas of `solver.results_of`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin.loadflow.solver import MAX_ITERATION, TOLERANCE_MVA, GridModel, results_of
+from twin.loadflow.solver import MAX_ITERATION, GridModel, results_of, solve_rows
 from twin.loadflow.violations import Limits
 
 HC_MAX_ITERATION = 3 * MAX_ITERATION  # a large added power from the base voltages may need more iterations
@@ -31,23 +31,6 @@ class Capacity:
 
     kw: np.ndarray
     limited_by: list[str]
-
-
-def _newton(model: GridModel, sbus: np.ndarray, v_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Solve each row of `sbus` (rows × internal buses, pu, generation positive) from `v_start`; (voltages, converged)."""
-    from lightsim2grid.algorithm import NRSing_KLU
-
-    solver = NRSing_KLU()
-    weights = np.zeros(model.n_bus)
-    weights[model.ref] = 1.0 / len(model.ref)
-    voltages = np.tile(v_start, (len(sbus), 1))
-    converged = np.zeros(len(sbus), dtype=bool)
-    for k in range(len(sbus)):
-        solver.solve(model.ybus, v_start.copy(), sbus[k], model.ref, weights, model.pv, model.pq, HC_MAX_ITERATION, TOLERANCE_MVA)
-        if solver.converged():
-            converged[k] = True
-            voltages[k] = solver.get_V()
-    return voltages, converged
 
 
 def judge(model: GridModel, limits: Limits, layout: dict[str, list[str]], voltages: np.ndarray, s_load: np.ndarray,
@@ -78,7 +61,7 @@ def capacities(model: GridModel, limits: Limits, layout: dict[str, list[str]], s
     def evaluate(kw: np.ndarray) -> list[str]:
         loads = np.tile(s_load, (n, 1))
         loads[np.arange(n), buses] += sign * kw / 1000.0
-        voltages, converged = _newton(model, -loads / model.base_mva, v_base)
+        voltages, converged, _ = solve_rows(model, -loads / model.base_mva, v_base, HC_MAX_ITERATION)
         return judge(model, limits, layout, voltages, loads, converged)
 
     low, high = np.zeros(n), np.full(n, float(max_kw))

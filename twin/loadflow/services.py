@@ -9,6 +9,7 @@ it. Any error ends the run as failed with its reason, and deletes whatever chunk
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -28,7 +29,7 @@ from ontology.errors import OntologyError
 from twin import models
 from twin.loadflow import hosting, scenarios, storage
 from twin.loadflow.inputs import SOURCES, Injections, StepInputs, build_inputs, step_times
-from twin.loadflow.solver import GridModel, LoadFlowError, StepResults, build_model, bus_loads, solve
+from twin.loadflow.solver import MAX_ITERATION, GridModel, LoadFlowError, StepResults, build_model, bus_loads, solve, solve_rows
 from twin.loadflow.violations import Limits, find_violations, merge_adjacent
 from twin.pandapower_adapter import grid_to_net
 
@@ -127,7 +128,7 @@ def loadflow_schedule_snapshots(*, at: datetime | None = None) -> list[Run]:
     return runs
 
 
-# --- the model of a run (cached per process: the chunks of one run reuse it) ---------------------
+# --- the model of a run (cached per process: the chunks of a run, and later runs on the same grid version, reuse it) ---------------------
 
 _MODELS: OrderedDict[tuple, tuple[GridModel, dict]] = OrderedDict()
 _MODEL_CACHE_SIZE = 4
@@ -135,14 +136,15 @@ _MODEL_CACHE_SIZE = 4
 
 def run_model(run: Run, *, with_scenario: bool = True) -> tuple[GridModel, dict[str, list[str]]]:
     """The solver model of the run's grid (with its scenario applied) and the layout: IRIs of buses, lines, trafos in order."""
-    key = (run.pk, run.grid_id, run.grid_version, with_scenario)
+    scenario = run.parameters.get("scenario") if with_scenario else None
+    key = (run.grid_id, run.grid_version, json.dumps(scenario, sort_keys=True))  # the model depends on nothing else
     if key in _MODELS:
         _MODELS.move_to_end(key)
         return _MODELS[key]
     net, index = grid_to_net(run.grid)
     iri_of = {table: {i: iri for iri, i in indices.items()} for table, indices in index.elements.items()}
-    if with_scenario:
-        scenarios.apply(net, iri_of, index, run.parameters.get("scenario"))
+    if scenario:
+        scenarios.apply(net, iri_of, index, scenario)
     bus_iri = {i: iri for iri, i in index.bus.items()}
     layout = {"bus": [bus_iri[i] for i in net.bus.index.tolist()],
               "line": [iri_of["line"][i] for i in net.line.index.tolist()],
@@ -351,7 +353,7 @@ def loadflow_hosting_capacity_solve(run: Run) -> None:
     for kind, sign in (("pv", -1.0), ("load", 1.0)):
         k = worst[kind]
         s_load = bus_loads(model, _inputs_for(run, model, [times[k]]))[0]
-        voltages, converged = hosting._newton(model, (-s_load / model.base_mva)[None, :], model.v0)
+        voltages, converged, _ = solve_rows(model, (-s_load / model.base_mva)[None, :], model.v0, MAX_ITERATION)
         if not converged[0]:
             raise LoadFlowError("not_converged", f"the load flow does not converge at {times[k].isoformat()}")
         found[kind] = hosting.capacities(model, limits, layout, s_load, voltages[0], buses, sign=sign, max_kw=max_kw,
@@ -428,7 +430,7 @@ def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
             raise LoadFlowError("no_telemetry", f"no readings and no profiles for any injection between {times[0].isoformat()} "
                                                 f"and {times[-1].isoformat()}: nothing to solve but declared values")
         results = solve(model, inputs, check=lambda: _still_running(run_id))
-        arrays = storage.chunk_arrays(results, times)
+        arrays = storage.chunk_arrays(results, times, model.bus_ppci)
         arrays["source_counts"] = np.stack([(inputs.source == code).sum(axis=0) for code in range(len(SOURCES))], axis=1)
         arrays["telemetry_window"] = np.array([t.timestamp() if t else np.nan for t in (inputs.telemetry_start, inputs.telemetry_end)])
         blob = storage.pack(arrays)

@@ -2,7 +2,12 @@
 
 float32 keeps ~7 significant digits: vm_pu to ~1e-7 pu, loading_percent to ~1e-5 % at 100 %, more
 than any meter reports. Compression (`savez_compressed`) saves only ~10 % on voltages and costs
-seconds per year, so it is not used; PostgreSQL stores the bytea out of line (TOAST).
+seconds per year, so it is not used; PostgreSQL stores the bytea out of line, uncompressed.
+
+Voltages are kept once per electrical node: buses joined by closed switches (and a branch's switch-end
+node, see the pandapower converter) share one voltage, so a SimBench MV grid's 440 buses are 150 columns.
+`bus_node` maps each bus of the layout to its column (−1: isolated), and `unpack` gives the voltages back
+per bus, so readers never see the difference.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 from twin.loadflow.solver import StepResults
 
 BRANCH_ARRAYS = ("p_from_mw", "q_from_mvar", "i_ka", "loading_percent")
+NODE_ARRAYS = ("vm_pu", "va_degree")  # stored per node, given back per bus
 EN50160_BAND_PU = 0.10
 WEEK = timedelta(days=7)
 MONDAY = datetime(2001, 1, 1)  # a Monday: ISO weeks are counted from it
@@ -25,9 +31,16 @@ def week_numbers(times: list[datetime]) -> np.ndarray:
     return np.array([((t.replace(tzinfo=None) - MONDAY) // WEEK) for t in times], dtype=np.int64)
 
 
-def chunk_arrays(results: StepResults, times: list[datetime]) -> dict[str, np.ndarray]:
-    """The arrays a chunk keeps: voltages, branch flows, totals and the EN 50160 weekly counts per bus."""
-    arrays = {"vm_pu": results.vm_pu.astype(np.float32), "va_degree": results.va_degree.astype(np.float32)}
+def chunk_arrays(results: StepResults, times: list[datetime], bus_ppci: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays a chunk keeps: voltages per node, branch flows, totals and the EN 50160 weekly counts per bus.
+
+    `bus_ppci` is the solver's node of each bus in layout order (−1 when isolated), `GridModel.bus_ppci`.
+    """
+    nodes, first_bus, bus_node = np.unique(bus_ppci, return_index=True, return_inverse=True)
+    connected = nodes >= 0
+    arrays = {"bus_node": np.where(bus_ppci >= 0, bus_node - (~connected).sum(), -1).astype(np.int32)}
+    for name in NODE_ARRAYS:
+        arrays[name] = getattr(results, name)[:, first_bus[connected]].astype(np.float32)
     for element, values in (("line", results.line), ("trafo", results.trafo)):
         for name in BRANCH_ARRAYS:
             arrays[f"{element}_{name}"] = values[name].astype(np.float32)
@@ -52,6 +65,19 @@ def pack(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def unpack(blob: bytes | memoryview, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """.npz bytes → arrays (only `names` when given: the others are never read)."""
+    """.npz bytes → arrays (only `names` when given: the others are never read), voltages per bus of the layout."""
     with np.load(io.BytesIO(bytes(blob))) as archive:
-        return {name: archive[name] for name in (names or archive.files)}
+        wanted = [name for name in (names or archive.files) if name != "bus_node"]
+        arrays = {name: archive[name] for name in wanted}
+        if "bus_node" in archive.files and any(name in NODE_ARRAYS for name in wanted):
+            bus_node = archive["bus_node"]
+            for name in NODE_ARRAYS:
+                if name in arrays:
+                    arrays[name] = _per_bus(arrays[name], bus_node)
+    return arrays
+
+
+def _per_bus(per_node: np.ndarray, bus_node: np.ndarray) -> np.ndarray:
+    per_bus = per_node[:, np.maximum(bus_node, 0)] if per_node.shape[1] else np.zeros((len(per_node), len(bus_node)), np.float32)
+    per_bus[:, bus_node < 0] = np.nan
+    return per_bus
