@@ -18,6 +18,7 @@ from twin import models as twin
 from twin.selectors import chunks, participants_of
 
 RESOLUTION_SECONDS = {"15min": 900, "hour": 3600, "day": 86400}
+MAX_ID = 2**63 - 1
 QUALITY_LABELS = dict(twin.Quality.choices)
 BUCKET_ORIGIN = "2000-01-01 00:00:00+00"  # a Saturday midnight UTC: buckets start on the hour and on UTC midnight
 
@@ -41,12 +42,13 @@ def meters_of(participant_ids: list[int]) -> QuerySet[twin.Meter]:
 def point_ids_for(participant_ids: list[int], keys: set[str]) -> dict[str, int]:
     """Map point keys (meter IRIs, or ids as text) to the ids of those meters that are these participants' points."""
     meters = meters_of(participant_ids)
-    numeric = [int(key) for key in keys if key.isdigit()]
+    # Ids as text in ASCII digits, within bigint ("²" is a digit to str.isdigit; 10**20 is no meter's id).
+    numeric = [number for key in keys if key.isascii() and key.isdigit() and (number := int(key)) <= MAX_ID]
     found: dict[str, int] = {}
     if connection.vendor == "postgresql":  # each kind of key as one array parameter instead of IN lists in chunks
         iris = sorted(keys - {str(n) for n in numeric})
-        if numeric:
-            by_id = meters.filter(id__in=RawSQL("SELECT unnest(%s::int8[])", [numeric]))
+        if numeric:  # as one array literal: psycopg would quote each of 10k ids in Python
+            by_id = meters.filter(id__in=RawSQL("SELECT unnest(%s::int8[])", ["{" + ",".join(map(str, numeric)) + "}"]))
             found.update((str(pk), pk) for pk in by_id.values_list("id", flat=True))
         if iris:
             found.update(meters.filter(iri__in=RawSQL("SELECT unnest(%s::text[])", [iris])).values_list("iri", "id"))

@@ -20,9 +20,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from ingest import selectors
-from ingest.payloads import PayloadError, decode_batch, media_type_of
+from ingest.payloads import PayloadError, count_batch, decode_batch, media_type_of
 from ingest.validation import readings_validate
-from ingest.writer import partitions_ahead, partitions_ensure, readings_write, rollups_rebuild, rollups_refresh
+from ingest.writer import binary_cursor, partitions_ahead, partitions_ensure, readings_write, rollups_rebuild, rollups_refresh
 from twin import models as twin
 from twin.rdf_codec import TripleWriter, write_meters
 from twin.services import grid_apply_changes
@@ -58,7 +58,7 @@ def telemetry_batch_receive(*, source: twin.TelemetrySource, body: bytes, conten
     the first batch unchanged.
     """
     media_type = media_type_of(content_type)
-    received_count = len(decode_batch(body, media_type))
+    received_count = count_batch(body, media_type)
     digest = hashlib.sha256(body).hexdigest()
     if idempotency_key:
         existing = _idempotent_replay(source, idempotency_key, digest)
@@ -71,7 +71,7 @@ def telemetry_batch_receive(*, source: twin.TelemetrySource, body: bytes, conten
                 body=b"" if connection.vendor == "postgresql" else body, body_sha256=digest, idempotency_key=idempotency_key,
                 received_count=received_count)
             if connection.vendor == "postgresql":
-                _raw_cursor().execute("UPDATE twin_telemetrybatch SET body = %b WHERE id = %s", [body, batch.pk])
+                binary_cursor().execute("UPDATE twin_telemetrybatch SET body = %b WHERE id = %s", [body, batch.pk])
             transaction.on_commit(lambda: telemetry_batch_publish(batch_id=batch.pk))
     except IntegrityError:
         existing = _idempotent_replay(source, idempotency_key, digest) if idempotency_key else None
@@ -81,24 +81,10 @@ def telemetry_batch_receive(*, source: twin.TelemetrySource, body: bytes, conten
     return Receipt(batch, created=True)
 
 
-def _raw_cursor():
-    """A psycopg cursor with server-side binding on Django's connection (in its transaction), binary results.
-
-    Django binds parameters client-side, which spells a 10 MB body as 20 MB of hex inside the SQL text and
-    reads it back the same way; a binary parameter and a binary result move the bytes as they are (≈3× faster).
-    """
-    import psycopg
-
-    connection.ensure_connection()
-    cursor = psycopg.Cursor(connection.connection)
-    cursor.format = psycopg.pq.Format.BINARY
-    return cursor
-
-
 def _batch_body(batch_id: int) -> bytes:
     if connection.vendor != "postgresql":
         return bytes(twin.TelemetryBatch.objects.values_list("body", flat=True).get(pk=batch_id))
-    with _raw_cursor() as cursor:
+    with binary_cursor() as cursor:
         cursor.execute("SELECT body FROM twin_telemetrybatch WHERE id = %s", [batch_id])
         return bytes(cursor.fetchone()[0])
 
@@ -155,8 +141,7 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
         twin.TelemetryBatch.objects.filter(pk=batch_id).update(status=Status.FAILED, finished_at=timezone.now(),
                                                                error=f"{exc.reason}: {exc.message}")
         return None
-    keys = {point for point in decoded.columns[0] if isinstance(point, str)}
-    point_ids = selectors.point_ids_for([batch.participant_id], keys)
+    point_ids = selectors.point_ids_for([batch.participant_id], decoded.point_keys())
     validated = readings_validate(decoded, point_ids=point_ids, now=now)
     partitions_ensure(validated)
     with transaction.atomic():

@@ -231,11 +231,16 @@ def _columns(columns: tuple[list, ...], rules: _Rules):
     Raises TypeError on an unhashable field; readings outside the mask go to the per-reading judge.
     """
     points, quantities, stamps, values, units, qualities = columns
-    n = len(points)
-    found = np.array(list(map(rules.point_ids.get, points)), dtype=np.float64)  # None (unknown) → NaN
-    pid = np.where(np.isnan(found), -1, found).astype(np.int64)
-    pairs = {pair: UNIT_INDEX.get(pair, NO_UNIT) for pair in set(zip(quantities, units, strict=True))}
-    unit_index = np.fromiter((pairs[pair] for pair in zip(quantities, units, strict=True)), dtype=np.intp, count=n)
+    if isinstance(points, np.ndarray):  # every point named by its meter id: keep the ids this source may write
+        allowed = np.fromiter((pk for key, pk in rules.point_ids.items() if key == str(pk)), dtype=np.int64)
+        pid = np.where(np.isin(points, allowed), points, -1)
+    else:
+        found = np.array(list(map(rules.point_ids.get, points)), dtype=np.float64)  # None (unknown) → NaN
+        pid = np.where(np.isnan(found), -1, found).astype(np.int64)
+    quantity_kinds, quantity_of = _categories(quantities)
+    unit_kinds, unit_of = _categories(units)
+    pair_index = np.array([[UNIT_INDEX.get((q, u), NO_UNIT) for u in unit_kinds] for q in quantity_kinds], dtype=np.intp)
+    unit_index = pair_index[quantity_of, unit_of]
     value_types = set(map(type, values))
     number = None
     if value_types <= {float, int}:
@@ -246,19 +251,27 @@ def _columns(columns: tuple[list, ...], rules: _Rules):
     if number is None:
         number = np.array([math.nan if (x := _number(v)) is None else x for v in values], dtype=np.float64)
     number = number * UNIT_MULTIPLIERS[unit_index] / UNIT_DIVISORS[unit_index]
-    moments = {}
-    for stamp in set(stamps):
-        moment = rules.moment_problem(stamp) if stamp is not None else None
-        moments[stamp] = ts_micros(moment) if isinstance(moment, datetime) else None
-    micros_list = [moments[stamp] for stamp in stamps]
-    ts_ok = np.fromiter((m is not None for m in micros_list), dtype=bool, count=n)
-    micros = np.fromiter((m if m is not None else 0 for m in micros_list), dtype=np.int64, count=n)
-    labels = {q: QUALITY_CODES.get(q, -1) if isinstance(q, str | None) else -1 for q in set(qualities)}
-    quality = np.fromiter((labels[q] for q in qualities), dtype=np.int16, count=n)
+    stamp_kinds, stamp_of = _categories(stamps)
+    moments = [rules.moment_problem(stamp) if stamp is not None else None for stamp in stamp_kinds]
+    ts_ok = np.array([isinstance(m, datetime) for m in moments], dtype=bool)[stamp_of]
+    micros = np.array([ts_micros(m) if isinstance(m, datetime) else 0 for m in moments], dtype=np.int64)[stamp_of]
+    quality_kinds, quality_of = _categories(qualities)
+    quality = np.array([QUALITY_CODES.get(q, -1) if isinstance(q, str | None) else -1 for q in quality_kinds], dtype=np.int16)[quality_of]
     with np.errstate(invalid="ignore"):
         good = (pid >= 0) & (unit_index != NO_UNIT) & np.isfinite(number) & (UNIT_MIN[unit_index] <= number) \
             & (number <= UNIT_MAX[unit_index]) & ts_ok & (quality >= 0)
     return good, pid, UNIT_CODES[unit_index], micros, number, quality
+
+
+def _categories(column: list) -> tuple[list, np.ndarray]:
+    """The distinct values of a column (first seen first) and each entry's index among them: the checks then run once
+    per distinct value. Raises TypeError on an unhashable value."""
+    kinds = dict.fromkeys(column)
+    if len(kinds) == 1:
+        return list(kinds), np.zeros(len(column), dtype=np.intp)
+    for index, kind in enumerate(kinds):
+        kinds[kind] = index
+    return list(kinds), np.array(list(map(kinds.__getitem__, column)), dtype=np.intp)
 
 
 def _number(value) -> float | None:

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import numpy as np
+import psycopg
 from django.db import connection, transaction
+from psycopg.adapt import Dumper
 
 from ingest.validation import ValidatedBatch
 
@@ -58,6 +60,68 @@ def copy_binary_readings(point_id, quantity, ts, value, quality, batch_id: int |
         return COPY_HEADER + _drop_tail(data, len(point_id), READING_RECORD.itemsize, 8) + COPY_TRAILER
     records["batch_id"] = batch_id
     return COPY_HEADER + records.tobytes() + COPY_TRAILER
+
+
+class BinaryArray(bytes):
+    """A one-dimensional array parameter without NULLs, already in PostgreSQL's binary form (`binary_array`)."""
+
+    oid = 0  # the array type's
+    element_oid = 0
+    element = ""  # numpy's big-endian spelling of one element
+
+
+class Int8Array(BinaryArray):
+    oid, element_oid, element = 1016, 20, ">i8"
+
+
+class Int2Array(BinaryArray):
+    oid, element_oid, element = 1005, 21, ">i2"
+
+
+class Float8Array(BinaryArray):
+    oid, element_oid, element = 1022, 701, ">f8"
+
+
+class TimestamptzArray(BinaryArray):
+    """Microseconds since 2000-01-01 UTC, as PostgreSQL stores timestamptz."""
+
+    oid, element_oid, element = 1185, 1184, ">i8"
+
+
+class BinaryArrayDumper(Dumper):
+    format = psycopg.pq.Format.BINARY
+
+    def __init__(self, cls: type, context=None):
+        super().__init__(cls, context)
+        self.oid = cls.oid
+
+    def dump(self, obj: BinaryArray) -> bytes:
+        return obj
+
+
+def binary_array(kind: type[BinaryArray], values: np.ndarray) -> BinaryArray:
+    """`values` as an array parameter of `kind`, laid out by numpy: psycopg spells a list of 10k numbers as text in
+    Python (~1 µs each) and the server parses it back; this is one copy each way."""
+    records = np.empty(len(values), dtype=[("length", ">i4"), ("value", kind.element)])
+    records["length"] = np.dtype(kind.element).itemsize
+    records["value"] = values
+    header = np.array([1, 0, kind.element_oid, len(values), 1], dtype=">i4")  # ndim, has NULLs, element type, length, lower bound
+    return kind(header.tobytes() + records.tobytes())
+
+
+def binary_cursor() -> psycopg.Cursor:
+    """A psycopg cursor with server-side binding on Django's connection (in its transaction), binary results, and
+    `BinaryArray` parameters.
+
+    Django binds parameters client-side, which spells a 10 MB body as 20 MB of hex inside the SQL text and
+    reads it back the same way; a binary parameter and a binary result move the bytes as they are (≈3× faster).
+    """
+    connection.ensure_connection()
+    cursor = psycopg.Cursor(connection.connection)
+    cursor.format = psycopg.pq.Format.BINARY
+    for kind in (Int8Array, Int2Array, Float8Array, TimestamptzArray):
+        cursor.adapters.register_dumper(kind, BinaryArrayDumper)
+    return cursor
 
 
 def _drop_tail(data: bytes, rows: int, itemsize: int, tail: int) -> bytes:
@@ -167,14 +231,14 @@ def rollups_refresh(settled_before: datetime) -> int:
 
 
 def _latest_postgresql(latest: ValidatedBatch) -> None:
-    """One statement: the newest row per (point, quantity) as arrays, upserted in key order."""
-    with connection.cursor() as cursor:
+    """One statement: the newest row per (point, quantity) as binary arrays, upserted in key order."""
+    with binary_cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO twin_latestreading ({LATEST_COLUMNS}) "  # noqa: S608
-            "SELECT p, q, TIMESTAMPTZ '2000-01-01 00:00:00+00' + t * INTERVAL '1 microsecond', v, k "
-            "FROM unnest(%s::int8[], %s::int2[], %s::int8[], %s::float8[], %s::int2[]) AS u(p, q, t, v, k) "
-            f"ORDER BY p, q {LATEST_UPSERT}",
-            [latest.point_id.tolist(), latest.quantity.tolist(), latest.ts.tolist(), latest.value.tolist(), latest.quality.tolist()])
+            f"INSERT INTO twin_latestreading ({LATEST_COLUMNS}) SELECT * FROM unnest(%b, %b, %b, %b, %b) "  # noqa: S608
+            f"AS u(p, q, t, v, k) ORDER BY p, q {LATEST_UPSERT}",
+            [binary_array(Int8Array, latest.point_id), binary_array(Int2Array, latest.quantity),
+             binary_array(TimestamptzArray, latest.ts), binary_array(Float8Array, latest.value),
+             binary_array(Int2Array, latest.quality)])
 
 
 # --- portable (SQLite, the embedded default) -----------------------------------------------------------

@@ -156,6 +156,33 @@ def test_half_good_half_bad_batch_stores_the_good_half_and_keeps_the_bad_half_wi
     assert all(r["message"] for r in rejected["results"])
 
 
+def test_readings_of_the_usual_shape_are_judged_alike_and_kept_as_sent(gateway, operator, grid, points):
+    """Every reading an object with the five fields and a number: the typed decoder's path, with the general path's verdicts."""
+    iri = models.Meter.objects.get(pk=points[1]).iri
+    stamp = "2024-05-01T00:00:00Z"
+    good = [{"point": points[0], "quantity": "active_power", "ts": stamp, "value": 4200, "unit": "W"},
+            {"point": iri, "quantity": "active_power", "ts": stamp, "value": 4.5, "unit": "kW", "quality": "estimated", "note": "kept"}]
+    bad_and_expected = [
+        ({"point": 10**20, "quantity": "active_power", "ts": stamp, "value": 1, "unit": "kW"}, "unknown_point"),
+        ({"point": "no-such-meter", "quantity": "active_power", "ts": stamp, "value": 1, "unit": "kW"}, "unknown_point"),
+        ({"point": points[2], "quantity": "voltage", "ts": stamp, "value": 230, "unit": "kW"}, "unit_mismatch"),
+        ({"point": points[2], "quantity": "state_of_charge", "ts": stamp, "value": 140, "unit": "%"}, "out_of_range"),
+        ({"point": points[2], "quantity": "active_power", "ts": "2024-05-01T00:00:00", "value": 1, "unit": "kW"},
+         "timestamp_without_zone"),
+        ({"point": points[2], "quantity": "active_power", "ts": stamp, "value": 1, "unit": "kW", "quality": "great"}, "invalid_quality"),
+    ]
+    sent = [*good, *(reading for reading, _ in bad_and_expected)]
+
+    response = process(post(gateway, json.dumps(sent).encode()))  # a bare list of readings
+
+    detail = operator.get(response["Location"]).json()
+    assert detail["counts"] == {"received": 8, "accepted": 2, "duplicate": 0, "rejected": 6}
+    assert stored() == {(points[0], 1, START, 0.0042), (points[1], 1, START, 0.0045)}
+    rejected = operator.get(detail["rejected_url"]).json()["results"]
+    assert [(r["position"], r["reason"]) for r in rejected] == [(2 + i, reason) for i, (_, reason) in enumerate(bad_and_expected)]
+    assert [r["reading"] for r in rejected] == sent[2:]
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "reason"),
     [
@@ -163,6 +190,9 @@ def test_half_good_half_bad_batch_stores_the_good_half_and_keeps_the_bad_half_wi
         (b'{"points": []}', "application/json", 400, "malformed_json"),
         (b"", "application/json", 400, "empty_body"),
         (b'{"readings": []}', "application/json", 400, "empty_body"),
+        (b'[{"point": 1, "quantity": "active_power", "ts": "2024-05-01T00:00:00Z", "value": 1, "unit": "k\xff"}]', "application/json",
+         400, "malformed_json"),  # well-formed but for one byte that is not UTF-8
+        (b'{"readings": [' + b"[" * 5000 + b"]" * 5000 + b"]}", "application/json", 400, "malformed_json"),
         (b"point,ts,value\n1,2024-05-01T00:00:00Z,3\n", "text/csv", 400, "malformed_csv"),
         (b'point,quantity,ts,value,unit\n1,active_power,"2024-05-01T00:00:00Z,3,kW\n', "text/csv", 400, "malformed_csv"),
         (b"\xff\xfe\x00p", "text/csv", 400, "malformed_csv"),
