@@ -245,9 +245,11 @@ def test_hosting_capacity_is_the_edge_of_a_violation_in_pandapower(lv_grid, oper
     assert {r["pv_limited_by"] for r in rows["results"]} <= {"vm_pu", "loading_percent", "not_converged"}
     assert operator.get(f"/api/v1/loadflow/runs/{run.pk}/plots/grid.png").json()["reason"] == "invalid_picture"
     # the weakest bus for PV and for load: pandapower itself finds no violation at the capacity, one just above it
-    for kind, element, worst in (("pv", "sgen", "pv_worst_at"), ("load", "load", "load_worst_at")):
+    # (each bus at its own worst step; the summary names the weakest bus's)
+    for kind, element in (("pv", "sgen"), ("load", "load")):
         weakest = min(rows["results"], key=lambda r: r[f"{kind}_kw"])
-        net, layout = net_at(run, datetime.fromisoformat(run.summary[worst]))
+        assert weakest[f"{kind}_worst_at"] == run.summary[f"{kind}_worst_at"].replace("+00:00", "Z")
+        net, layout = net_at(run, datetime.fromisoformat(weakest[f"{kind}_worst_at"]))
         bus = net.bus.index[layout["bus"].index(weakest["bus__iri"])]
         for kw, expected in ((weakest[f"{kind}_kw"], False), (weakest[f"{kind}_kw"] + 0.5, True)):
             trial = copy.deepcopy(net)
@@ -283,3 +285,16 @@ def test_admin_shows_a_runs_pictures_and_links_its_results(lv_grid):
     assert violations.status_code == 200 and run.violations.first().asset_iri in violations.content.decode()
     assert client.get(reverse("admin:twin_loadflowrun_changelist")).status_code == 200
     assert Client().get(src).status_code == 302  # anonymous: to the login, no picture
+
+
+def test_hosting_candidate_steps_cover_each_buses_own_worst_step():
+    from twin.loadflow.hosting import candidate_steps
+
+    # 6 steps × 3 buses: the grid back-feeds most at step 1, but bus 2 sees its highest voltage at step 4
+    vm_pu = np.array([[1.00, 1.01, 1.02], [1.01, 1.04, 1.03], [1.00, 1.00, 1.00], [1.0, 1.0, 1.0], [1.0, 1.02, 1.05], [1.0, 1.0, 1.0]])
+    p_ext_grid_mw = np.array([0.2, -0.5, 0.3, 0.9, -0.1, 0.4])
+    pv = candidate_steps(vm_pu, p_ext_grid_mw, np.array([1, 2]), sign=-1.0, extreme_steps=1)
+    assert pv.tolist() == [1, 4]
+    load = candidate_steps(vm_pu, p_ext_grid_mw, np.array([1, 2]), sign=1.0, extreme_steps=1)
+    assert 3 in load and len(load) <= 3
+    assert len(candidate_steps(vm_pu, p_ext_grid_mw, np.array([1, 2]), sign=-1.0, extreme_steps=1, most=1)) == 1

@@ -154,9 +154,9 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"], url_path="hosting-capacity")
     def hosting_capacity(self, request, pk=None):
-        """Hosting-capacity run: per bus the largest PV and load in kW without any violation."""
+        """Hosting-capacity run: per bus the largest PV and load in kW without any violation, and the step that limits each."""
         run = self._succeeded()
-        rows = run.hosting_results.order_by("id").values("bus__iri", "bus__name", "pv_kw", "load_kw", "pv_limited_by", "load_limited_by")
+        rows = selectors.hosting_results(run).values(*selectors.HOSTING_FIELDS)
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(page)
 

@@ -82,7 +82,7 @@ class ViolationAdmin(ReadOnlyAdmin):
 
 @admin.register(models.HostingCapacityResult)
 class HostingCapacityResultAdmin(ReadOnlyAdmin):
-    list_display = ["bus", "pv_kw", "pv_limited_by", "load_kw", "load_limited_by", "run"]
+    list_display = ["bus", "pv_kw", "pv_limited_by", "pv_worst_at", "load_kw", "load_limited_by", "load_worst_at", "run"]
     list_filter = ["pv_limited_by", "load_limited_by"]
     search_fields = ["bus__name", "bus__iri"]
     raw_id_fields = ["run", "bus"]

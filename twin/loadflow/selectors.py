@@ -120,9 +120,17 @@ def run_report(run: Run) -> dict:
         report["line"] = list(branch_results(run, "line"))
         report["trafo"] = list(branch_results(run, "trafo"))
     if run.kind == Run.Kind.HOSTING_CAPACITY:
-        report["hosting_capacity"] = list(run.hosting_results.values("bus__iri", "pv_kw", "load_kw", "pv_limited_by", "load_limited_by"))
+        report["hosting_capacity"] = list(hosting_results(run).values(*HOSTING_FIELDS))
     report["input_records"] = list(run.input_records.values("element", "asset_iri", "source", "p_mw", "q_mvar", "measured_steps",
                                                             "filled_steps"))
     report["violations"] = list(run.violations.values("element", "asset_iri", "quantity", "start", "end", "steps", "value", "limit",
                                                       "severity"))
     return report
+
+
+HOSTING_FIELDS = ("bus__iri", "bus__name", "pv_kw", "pv_limited_by", "pv_worst_at", "load_kw", "load_limited_by", "load_worst_at")
+
+
+def hosting_results(run: Run):
+    """Per-bus hosting capacities of a run, in bus order."""
+    return run.hosting_results.order_by("id")

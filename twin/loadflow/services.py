@@ -335,29 +335,39 @@ def hosting_capacity_buses(run: Run, model: GridModel, layout: dict) -> tuple[li
     return [c[0] for c in chosen], np.array([c[1] for c in chosen], dtype=np.int64)
 
 
+def _layout_positions(model: GridModel, buses: np.ndarray) -> np.ndarray:
+    """For internal buses, the position of one layout bus on each (results per bus are in layout order)."""
+    first = {}
+    for j, node in enumerate(model.bus_ppci.tolist()):
+        first.setdefault(node, j)
+    return np.array([first[int(b)] for b in buses], dtype=np.int64)
+
+
 def loadflow_hosting_capacity_solve(run: Run) -> None:
-    """Solve the period, take its worst steps (least / most drawn from the external grid), bisect PV and load per bus, store."""
+    """Solve the period, pick the candidate steps (`hosting.candidate_steps`), bisect PV and load per bus at each, store the
+    smallest per bus with its step."""
     started = time.perf_counter()
     model, layout = run_model(run)
     step = timedelta(minutes=run.step_minutes)
     times = step_times(run.start, run.steps_total, step)
     inputs = _inputs_for(run, model, times)
     results = solve(model, inputs)
+    s_load = bus_loads(model, inputs)
     p_ext = results.totals["p_ext_grid_mw"]
-    worst = {"pv": int(np.argmin(p_ext)), "load": int(np.argmax(p_ext))}
     limits = Limits.of(run.parameters)
     iris, buses = hosting_capacity_buses(run, model, layout)
+    positions = _layout_positions(model, buses)
     max_kw = float(run.parameters.get("max_kw", HC_MAX_KW))
     tolerance_kw = float(run.parameters.get("tolerance_kw", HC_TOLERANCE_KW))
-    found = {}
+    found, steps = {}, {}
     for kind, sign in (("pv", -1.0), ("load", 1.0)):
-        k = worst[kind]
-        s_load = bus_loads(model, _inputs_for(run, model, [times[k]]))[0]
-        voltages, converged, _ = solve_rows(model, (-s_load / model.base_mva)[None, :], model.v0, MAX_ITERATION)
-        if not converged[0]:
-            raise LoadFlowError("not_converged", f"the load flow does not converge at {times[k].isoformat()}")
-        found[kind] = hosting.capacities(model, limits, layout, s_load, voltages[0], buses, sign=sign, max_kw=max_kw,
+        steps[kind] = hosting.candidate_steps(results.vm_pu, p_ext, positions, sign=sign)
+        voltages, converged, _ = solve_rows(model, -s_load[steps[kind]] / model.base_mva, model.v0, MAX_ITERATION)
+        if not converged.all():
+            raise LoadFlowError("not_converged", f"the load flow does not converge at {times[steps[kind][~converged][0]].isoformat()}")
+        found[kind] = hosting.capacities(model, limits, layout, s_load[steps[kind]], voltages, buses, sign=sign, max_kw=max_kw,
                                          tolerance_kw=tolerance_kw)
+    worst = {kind: [times[steps[kind][k]] for k in found[kind].worst_step] for kind in found}
     solved = time.perf_counter()
     bus_ids = dict(models.Bus.objects.filter(grid=run.grid).values_list("iri", "id"))
     with _still_ours(run.pk) as locked:
@@ -365,16 +375,20 @@ def loadflow_hosting_capacity_solve(run: Run) -> None:
             return
         models.HostingCapacityResult.objects.bulk_create([
             models.HostingCapacityResult(run=run, bus_id=bus_ids[iri], pv_kw=float(found["pv"].kw[j]), load_kw=float(found["load"].kw[j]),
-                                         pv_limited_by=found["pv"].limited_by[j], load_limited_by=found["load"].limited_by[j])
+                                         pv_limited_by=found["pv"].limited_by[j], load_limited_by=found["load"].limited_by[j],
+                                         pv_worst_at=worst["pv"][j], load_worst_at=worst["load"][j])
             for j, iri in enumerate(iris)
         ], batch_size=5000)
-        summary = {"pv_worst_at": times[worst["pv"]].isoformat(), "load_worst_at": times[worst["load"]].isoformat(),
-                   "buses": len(iris), "max_kw": max_kw, "tolerance_kw": tolerance_kw,
-                   "pv_kw_min": float(found["pv"].kw.min()) if len(iris) else None,
-                   "load_kw_min": float(found["load"].kw.min()) if len(iris) else None,
-                   "p_ext_grid_min_mw": float(p_ext.min()), "p_ext_grid_max_mw": float(p_ext.max())}
+        weakest = {kind: int(np.argmin(found[kind].kw)) if len(iris) else None for kind in found}
+        summary = {f"{kind}_worst_at": worst[kind][j].isoformat() if j is not None else None for kind, j in weakest.items()}
+        summary |= {"candidate_steps": {kind: len(found_steps) for kind, found_steps in steps.items()}, "buses": len(iris),
+                    "max_kw": max_kw, "tolerance_kw": tolerance_kw,
+                    "pv_kw_min": float(found["pv"].kw.min()) if len(iris) else None,
+                    "load_kw_min": float(found["load"].kw.min()) if len(iris) else None,
+                    "p_ext_grid_min_mw": float(p_ext.min()), "p_ext_grid_max_mw": float(p_ext.max())}
         Run.objects.filter(pk=run.pk).update(
-            status=Run.Status.SUCCEEDED, finished_at=timezone.now(), steps_done=run.steps_total, at=times[worst["pv"]],
+            status=Run.Status.SUCCEEDED, finished_at=timezone.now(), steps_done=run.steps_total,
+            at=worst["pv"][weakest["pv"]] if weakest["pv"] is not None else None,
             inputs=inputs.counts(), summary=summary, layout=layout, telemetry_start=inputs.telemetry_start,
             telemetry_end=inputs.telemetry_end,
             timings={"solve_s": solved - started, "store_s": time.perf_counter() - solved, "iterations": results.iterations})

@@ -189,68 +189,79 @@ def solve_rows(model: GridModel, sbus: np.ndarray, v_start: np.ndarray, max_iter
                check=None) -> tuple[np.ndarray, np.ndarray, int]:
     """Solve each row of `sbus` (rows × internal buses, pu, generation positive): (voltages, converged, iterations).
 
+    `v_start` is one start for all rows, or one per row (rows × buses); the slack voltages are the same in all.
     All rows at once by the fixed-point iteration on the PQ buses; the rows it leaves unconverged (and every row
     of a grid with PV buses) by Newton–Raphson, row after row, warm-started from the previous row's voltages.
     """
-    voltages = np.tile(v_start, (len(sbus), 1))
+    voltages = np.array(np.broadcast_to(v_start, sbus.shape), dtype=complex)
     converged = np.zeros(len(sbus), dtype=bool)
     iterations = 0
     if not len(model.pv) and len(model.pq):
-        iterations = _fixed_point(model, sbus, v_start, voltages, converged)
+        iterations = _fixed_point(model, sbus, voltages, converged)
     if check is not None:
         check()
     pending = np.flatnonzero(~converged)
     if len(pending):
-        iterations += _newton_rows(model, sbus, v_start, pending, max_iteration, voltages, converged, check)
+        iterations += _newton_rows(model, sbus, pending, max_iteration, voltages, converged, check)
     return voltages, converged, iterations
 
 
-def _fixed_point(model: GridModel, sbus: np.ndarray, v_start: np.ndarray, voltages: np.ndarray, converged: np.ndarray) -> int:
-    """Fixed-point (implicit Z-bus) iteration for all rows at once; fills `voltages`/`converged`, returns the rounds.
+def _fixed_point(model: GridModel, sbus: np.ndarray, voltages: np.ndarray, converged: np.ndarray) -> int:
+    """Fixed-point (implicit Z-bus) iteration for all rows at once from `voltages`; fills `voltages`/`converged`, returns the rounds.
 
-    On the PQ buses q with the slack buses r fixed: Y_qq·V_q = conj(S_q / V_q) − Y_qr·V_r. Y_qq is factorised
+    On the PQ buses q with the slack buses r fixed: Y_qq·V_q' = conj(S_q / V_q) − Y_qr·V_r. Y_qq is factorised
     once (cached on the model) and each round solves every row's right-hand side in one call. A row is done when
-    its largest mismatch of P and Q is below the tolerance, the same test as pandapower's Newton–Raphson; rows
-    still open after FIXED_POINT_MAX_ROUNDS are left to Newton–Raphson.
+    its largest mismatch of P and Q is below the tolerance, the same test as pandapower's Newton–Raphson. After a
+    round, the mismatch at V_q' is exactly (S_q / V_q)·V_q' − S_q (the round's own equation), so rounds need no
+    product with Ybus; the rows found done are checked once more at the end with Ybus itself. Rows still open after
+    FIXED_POINT_MAX_ROUNDS, or failing that check, are left to Newton–Raphson.
     """
-    pq, ref = model.pq, model.ref
-    lu, y_qq, slack_current = model.pq_factor(v_start)
+    pq = model.pq
+    lu, y_qq, slack_current = model.pq_factor(voltages[0])
     s_q = np.asfortranarray(sbus[:, pq].T)  # buses × rows: the triangular solves take the rows as columns
-    v_q = np.asfortranarray(np.repeat(v_start[pq][:, None], len(sbus), axis=1))
+    v_q = np.asfortranarray(voltages[:, pq].T)
     open_rows = np.arange(len(sbus))
     rounds = 0
     while open_rows.size and rounds < FIXED_POINT_MAX_ROUNDS:
         rounds += 1
         every = open_rows.size == len(sbus)  # no gathering while every row is open (the common case)
         s_open = s_q if every else s_q[:, open_rows]
-        current = np.conj(s_open / (v_q if every else v_q[:, open_rows]))
-        current -= slack_current[:, None]
-        v_open = lu.solve(current)
+        conductance = s_open / (v_q if every else v_q[:, open_rows])  # S / V = conj(I)
+        v_open = lu.solve(np.conj(conductance) - slack_current[:, None])
         if every:
             v_q = v_open
         else:
             v_q[:, open_rows] = v_open
-        mismatch = y_qq.dot(v_open)
-        mismatch += slack_current[:, None]
-        mismatch = v_open * np.conj(mismatch) - s_open
-        worst = np.maximum(np.abs(mismatch.real), np.abs(mismatch.imag)).max(axis=0)
-        done = worst < TOLERANCE_MVA
+        done = _largest_mismatch(conductance * v_open - s_open) < TOLERANCE_MVA
         converged[open_rows[done]] = True
         open_rows = open_rows[~done]
-    voltages[:, pq] = v_q.T
-    voltages[:, ref] = v_start[ref]
+    done = np.flatnonzero(converged)
+    v_done = v_q[:, done]
+    checked = _largest_mismatch(v_done * np.conj(y_qq.dot(v_done) + slack_current[:, None]) - s_q[:, done]) < TOLERANCE_MVA
+    converged[done[~checked]] = False
+    done = done[checked]
+    if len(done) == len(sbus):
+        voltages[:, pq] = v_q.T
+    else:  # the rows left open keep their start for Newton–Raphson
+        voltages[np.ix_(done, pq)] = v_q[:, done].T
     return rounds
 
 
-def _newton_rows(model: GridModel, sbus: np.ndarray, v_start: np.ndarray, rows: np.ndarray, max_iteration: int,
-                 voltages: np.ndarray, converged: np.ndarray, check) -> int:
-    """Newton–Raphson (lightsim2grid's KLU solver) for `rows`, each warm-started from the last converged voltages."""
+def _largest_mismatch(mismatch: np.ndarray) -> np.ndarray:
+    """Per column, the largest |ΔP| or |ΔQ| (pu): pandapower's convergence test."""
+    return np.maximum(np.abs(mismatch.real), np.abs(mismatch.imag)).max(axis=0)
+
+
+def _newton_rows(model: GridModel, sbus: np.ndarray, rows: np.ndarray, max_iteration: int, voltages: np.ndarray,
+                 converged: np.ndarray, check) -> int:
+    """Newton–Raphson (lightsim2grid's KLU solver) for `rows` from their start in `voltages`, or warm from the row before."""
     from lightsim2grid.algorithm import NRSing_KLU
 
     solver = NRSing_KLU()
     slack_weights = np.zeros(model.n_bus)
     slack_weights[model.ref] = 1.0 / len(model.ref)
-    v = v_start.copy()
+    start = voltages[rows].copy()
+    v = start[0]
     iterations = 0
     for done, k in enumerate(rows):
         solver.solve(model.ybus, v, sbus[k], model.ref, slack_weights, model.pv, model.pq, max_iteration, TOLERANCE_MVA)
@@ -259,7 +270,8 @@ def _newton_rows(model: GridModel, sbus: np.ndarray, v_start: np.ndarray, rows: 
             v = solver.get_V()
             voltages[k], converged[k] = v, True
         else:
-            v = v_start.copy()
+            voltages[k] = start[done]
+            v = start[min(done + 1, len(rows) - 1)]
         if check is not None and done % 1000 == 999:
             check()
     return iterations

@@ -225,9 +225,11 @@ class Violation(models.Model):
 
 
 class HostingCapacityResult(models.Model):
-    """Largest PV and largest load (or EV charging) in kW that one bus takes without any violation, at the worst step.
+    """Largest PV and largest load (or EV charging) in kW that one bus takes without any violation, at its worst step.
 
-    `pv_limited_by` / `load_limited_by` say what stopped it: `vm_pu`, `loading_percent` or `search_limit`.
+    `pv_limited_by` / `load_limited_by` say what stopped it: `vm_pu`, `loading_percent`, `not_converged`,
+    `search_limit` or `base_case` (the grid breaks a limit at that step even without an addition);
+    `pv_worst_at` / `load_worst_at` are the steps of the period that set the capacity.
     """
 
     run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="hosting_results")
@@ -236,6 +238,8 @@ class HostingCapacityResult(models.Model):
     load_kw = models.FloatField()
     pv_limited_by = models.CharField(max_length=16, blank=True)
     load_limited_by = models.CharField(max_length=16, blank=True)
+    pv_worst_at = models.DateTimeField(null=True, blank=True)
+    load_worst_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "id"]
