@@ -35,7 +35,7 @@ from twin.pandapower_adapter import grid_to_net
 
 logger = logging.getLogger(__name__)
 Run = models.LoadFlowRun
-SOLVER = "pandapower Ybus + lightsim2grid NRSing_KLU (per step, warm start)"
+SOLVER = "pandapower Ybus; batch fixed point (SuperLU), lightsim2grid NRSing_KLU where it stops"  # ≤ 100 characters
 
 
 class LoadFlowRequestError(OntologyError):
