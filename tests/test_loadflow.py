@@ -298,3 +298,21 @@ def test_hosting_candidate_steps_cover_each_buses_own_worst_step():
     load = candidate_steps(vm_pu, p_ext_grid_mw, np.array([1, 2]), sign=1.0, extreme_steps=1)
     assert 3 in load and len(load) <= 3
     assert len(candidate_steps(vm_pu, p_ext_grid_mw, np.array([1, 2]), sign=-1.0, extreme_steps=1, most=1)) == 1
+
+
+def test_newton_raphson_where_the_fixed_point_stops_gives_the_same_voltages(lv_grid, monkeypatch):
+    from twin.loadflow import solver
+
+    run = services.loadflow_run_create(grid=lv_grid, kind="timeseries", start=NOON_IN_JUNE, end=NOON_IN_JUNE + 8 * STEP)
+    model, _ = services.run_model(run)
+    sbus = -solver.bus_loads(model, services._inputs_for(run, model, [NOON_IN_JUNE + k * STEP for k in range(8)])) / model.base_mva
+    batch, converged, rounds = solver.solve_rows(model, sbus, model.v0, solver.MAX_ITERATION)
+    assert converged.all() and 0 < rounds < solver.FIXED_POINT_MAX_ROUNDS
+    monkeypatch.setattr(solver, "FIXED_POINT_MAX_ROUNDS", 1)  # every row left open: all by Newton–Raphson
+    newton, converged, _ = solver.solve_rows(model, sbus, model.v0, solver.MAX_ITERATION)
+    assert converged.all()
+    assert np.abs(newton - batch).max() < 1e-7
+    # a load far beyond what the grid carries converges in neither and is reported, not solved
+    sbus[3] *= 1e4
+    _, converged, _ = solver.solve_rows(model, sbus, model.v0, solver.MAX_ITERATION)
+    assert converged.tolist() == [True] * 3 + [False] + [True] * 4

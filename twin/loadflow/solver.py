@@ -226,13 +226,15 @@ def _fixed_point(model: GridModel, sbus: np.ndarray, voltages: np.ndarray, conve
         rounds += 1
         every = open_rows.size == len(sbus)  # no gathering while every row is open (the common case)
         s_open = s_q if every else s_q[:, open_rows]
-        conductance = s_open / (v_q if every else v_q[:, open_rows])  # S / V = conj(I)
+        with np.errstate(all="ignore"):  # a row running away (voltage collapse) is caught by the mismatch test
+            conductance = s_open / (v_q if every else v_q[:, open_rows])  # S / V = conj(I)
         v_open = lu.solve(np.conj(conductance) - slack_current[:, None])
         if every:
             v_q = v_open
         else:
             v_q[:, open_rows] = v_open
-        done = _largest_mismatch(conductance * v_open - s_open) < TOLERANCE_MVA
+        with np.errstate(all="ignore"):
+            done = _largest_mismatch(conductance * v_open - s_open) < TOLERANCE_MVA
         converged[open_rows[done]] = True
         open_rows = open_rows[~done]
     done = np.flatnonzero(converged)
