@@ -6,7 +6,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/gridtwin
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 DEMO_GRID ?= 1-LV-rural1--0-sw
 
-.PHONY: install demo test lint bench beat clean
+.PHONY: install demo test lint bench serve worker beat clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ bench: install
 	$(PY) benchmarks/cgmes_sv_check.py
 	$(PY) benchmarks/simbench_roundtrip.py
 	$(PY) benchmarks/ingest_throughput.py
+
+## serve: the API under gunicorn (config/gunicorn.conf.py), with the deployment's environment (SECRET_KEY, DATABASE_URL, CELERY_BROKER_URL, ALLOWED_HOSTS)
+serve: install
+	$(PY) -m gunicorn -c config/gunicorn.conf.py
 
 ## worker: a Celery worker with one process per core (needs DATABASE_URL and CELERY_BROKER_URL); one per machine scales out
 worker: install
