@@ -40,9 +40,9 @@ bench: install
 	$(PY) benchmarks/simbench_roundtrip.py
 	$(PY) benchmarks/ingest_throughput.py
 
-## serve: the API under gunicorn (config/gunicorn.conf.py), with the deployment's environment (SECRET_KEY, DATABASE_URL, CELERY_BROKER_URL, ALLOWED_HOSTS)
+## serve: the API under gunicorn (config/gunicorn_conf.py), with the deployment's environment (SECRET_KEY, DATABASE_URL, CELERY_BROKER_URL, ALLOWED_HOSTS)
 serve: install
-	$(PY) -m gunicorn -c config/gunicorn.conf.py
+	$(PY) -m gunicorn -c config/gunicorn_conf.py
 
 ## worker: a Celery worker with one process per core (needs DATABASE_URL and CELERY_BROKER_URL); one per machine scales out
 worker: install

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from _setup import ROOT, setup_django
 
 PORT = 8765
-WEB_WORKERS = (os.cpu_count() or 1) + 1  # as `make serve` starts by default (config/gunicorn.conf.py)
+WEB_WORKERS = (os.cpu_count() or 1) + 1  # as `make serve` starts by default (config/gunicorn_conf.py)
 POINTS_PER_FEEDER = 100
 FEEDERS = 100
 STEPS_PER_BATCH = 10  # × 10k points = 100k readings per batch
@@ -63,7 +63,7 @@ def server_is_up() -> bool:
 
 
 def start_services(env: dict, workers: int) -> list[subprocess.Popen]:
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py"], cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn_conf.py"], cwd=ROOT,
                               env={**env, "GRIDTWIN_BIND": f"127.0.0.1:{PORT}", "WEB_CONCURRENCY": str(WEB_WORKERS)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=WARNING", f"--concurrency={workers}",
