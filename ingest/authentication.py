@@ -4,8 +4,8 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from twin.credentials import hash_secret
 from twin.models import TelemetrySource
-from twin.models.telemetry import hash_source_key
 
 
 class TelemetrySourceAuthentication(authentication.BaseAuthentication):
@@ -20,7 +20,7 @@ class TelemetrySourceAuthentication(authentication.BaseAuthentication):
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed("Invalid Gateway header: give exactly one key.")
         key = parts[1].decode("utf-8", errors="replace")
-        source = TelemetrySource.objects.select_related("participant").filter(key_hash=hash_source_key(key), revoked=False).first()
+        source = TelemetrySource.objects.select_related("participant").filter(key_hash=hash_secret(key), revoked=False).first()
         if source is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked gateway key.")
         TelemetrySource.objects.filter(pk=source.pk).update(last_used_at=timezone.now())

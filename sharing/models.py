@@ -1,17 +1,13 @@
 """Participants' credentials. Agreements and the policy decision point come with the sharing issue."""
 
-import hashlib
 import secrets
 
 from django.conf import settings
 from django.db import models
 
+from twin.credentials import hash_secret
+
 TOKEN_PREFIX_CHARS = 8
-
-
-def hash_token(raw_token: str) -> str:
-    """SHA-256 of a token: tokens are long random strings, so a fast hash suffices and lookups stay indexed."""
-    return hashlib.sha256(raw_token.encode()).hexdigest()
 
 
 class ApiToken(models.Model):
@@ -32,5 +28,5 @@ class ApiToken(models.Model):
     def issue(cls, *, user, name: str = "") -> tuple["ApiToken", str]:
         """Create a token and return it with the raw secret, which is shown once and never stored."""
         raw = secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, prefix=raw[:TOKEN_PREFIX_CHARS], token_hash=hash_token(raw))
+        token = cls.objects.create(user=user, name=name, prefix=raw[:TOKEN_PREFIX_CHARS], token_hash=hash_secret(raw))
         return token, raw

@@ -9,12 +9,12 @@ twice stores it once. On PostgreSQL the readings table is range-partitioned by m
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass, field
 
 from django.db import models
 
+from twin.credentials import hash_secret
 from twin.models.assets import Meter
 from twin.models.grid import Participant
 
@@ -82,11 +82,6 @@ class Quality(models.IntegerChoices):
     INVALID = 3, "invalid"
 
 
-def hash_source_key(raw_key: str) -> str:
-    """SHA-256 of a gateway key: keys are long random strings, so a fast hash suffices and lookups stay indexed."""
-    return hashlib.sha256(raw_key.encode()).hexdigest()
-
-
 class TelemetrySource(models.Model):
     """A gateway that sends telemetry for one participant; its key is stored only as a hash.
 
@@ -117,7 +112,7 @@ class TelemetrySource(models.Model):
         """Create a source and return it with its raw key, which is shown once and never stored."""
         raw = "gtk_" + secrets.token_urlsafe(32)
         source = cls.objects.create(participant=participant, name=name, prefix=raw[4 : 4 + SOURCE_KEY_PREFIX_CHARS],
-                                    key_hash=hash_source_key(raw))
+                                    key_hash=hash_secret(raw))
         return source, raw
 
 
