@@ -197,16 +197,16 @@ def decode_json(body: bytes) -> DecodedBatch:
 
 
 def _reading_fields(readings: list[JsonReading]) -> list[Fields]:
-    return [(r.point if type(r.point) is str else str(r.point), r.quantity, r.ts, r.value, r.unit, r.quality) for r in readings]
+    return [(_point_key(r.point), r.quantity, r.ts, r.value, r.unit, r.quality) for r in readings]
 
 
 def _reading_columns(readings: list[JsonReading]) -> tuple:
     points = [r.point for r in readings]
     kinds = set(map(type, points))
     try:
-        points = np.array(points, dtype=np.int64) if kinds == {int} else [p if type(p) is str else str(p) for p in points]
+        points = np.array(points, dtype=np.int64) if kinds == {int} else list(map(_point_key, points))
     except OverflowError:  # an id no meter can have: judged as text, as the general path does
-        points = [p if type(p) is str else str(p) for p in points]
+        points = list(map(_point_key, points))
     return (points, [r.quantity for r in readings], [r.ts for r in readings], [r.value for r in readings],
             [r.unit for r in readings], [r.quality for r in readings])
 
@@ -230,22 +230,19 @@ def _json_columns(items: list) -> tuple[list, ...] | None:
     elif kinds == {str}:
         points = raw_points
     else:
-        points = [p if type(p) is str else str(p) if type(p) is int else None for p in raw_points]
+        points = list(map(_point_key, raw_points))
     return (points, *([item.get(name) for item in items] for name in ("quantity", "ts", "value", "unit", "quality")))
 
 
+def _point_key(point) -> str | None:
+    """Points are named by meter IRI or id; both become text keys (`17` and `"17"` are the same point), anything else None."""
+    kind = type(point)
+    return point if kind is str else str(point) if kind is int else None
+
+
 def _json_fields(items: list) -> list[Fields | None]:
-    # Points are named by meter IRI or id; both become text keys (`17` and `"17"` are the same point).
-    fields = []
-    for item in items:
-        if type(item) is not dict:
-            fields.append(None)
-            continue
-        point = item.get("point")
-        kind = type(point)
-        key = point if kind is str else str(point) if kind is int else None
-        fields.append((key, item.get("quantity"), item.get("ts"), item.get("value"), item.get("unit"), item.get("quality")))
-    return fields
+    return [(_point_key(item.get("point")), item.get("quantity"), item.get("ts"), item.get("value"), item.get("unit"), item.get("quality"))
+            if type(item) is dict else None for item in items]
 
 
 def decode_csv(body: bytes) -> DecodedBatch:

@@ -29,6 +29,13 @@ class TelemetryAuthMixin:
 
     authentication_classes = [TelemetrySourceAuthentication, *api_settings.DEFAULT_AUTHENTICATION_CLASSES]
 
+    @staticmethod
+    def query(serializer_class, request) -> dict:
+        """The request's query parameters, validated by `serializer_class` (400 with the field errors otherwise)."""
+        query = serializer_class(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return query.validated_data
+
 
 class BatchBodyParser(RawBodyParser):
     """The body of a telemetry batch (decoding is the pipeline's job)."""
@@ -104,9 +111,7 @@ class ReadingsView(TelemetryAuthMixin, APIView):
 
     @extend_schema(parameters=[ReadingsQuerySerializer], responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
-        query = ReadingsQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
+        params = self.query(ReadingsQuerySerializer, request)
         points = points_in_scope(request, keys=params["point"], feeder=params.get("feeder"))
         spec = QUANTITIES[params["quantity"]]
         try:
@@ -126,9 +131,7 @@ class LatestReadingsView(TelemetryAuthMixin, APIView):
 
     @extend_schema(parameters=[LatestQuerySerializer], responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
-        query = LatestQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
+        params = self.query(LatestQuerySerializer, request)
         participant_ids = selectors.participant_ids_of(request.user)
         meters = selectors.meters_of(participant_ids)
         if "feeder" in params:
