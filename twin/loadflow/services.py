@@ -335,14 +335,6 @@ def hosting_capacity_buses(run: Run, model: GridModel, layout: dict) -> tuple[li
     return [c[0] for c in chosen], np.array([c[1] for c in chosen], dtype=np.int64)
 
 
-def _layout_positions(model: GridModel, buses: np.ndarray) -> np.ndarray:
-    """For internal buses, the position of one layout bus on each (results per bus are in layout order)."""
-    first = {}
-    for j, node in enumerate(model.bus_ppci.tolist()):
-        first.setdefault(node, j)
-    return np.array([first[int(b)] for b in buses], dtype=np.int64)
-
-
 def loadflow_hosting_capacity_solve(run: Run) -> None:
     """Solve the period, pick the candidate steps (`hosting.candidate_steps`), bisect PV and load per bus at each, store the
     smallest per bus with its step."""
@@ -356,7 +348,8 @@ def loadflow_hosting_capacity_solve(run: Run) -> None:
     p_ext = results.totals["p_ext_grid_mw"]
     limits = Limits.of(run.parameters)
     iris, buses = hosting_capacity_buses(run, model, layout)
-    positions = _layout_positions(model, buses)
+    nodes, first_bus = model.node_buses()
+    positions = first_bus[np.searchsorted(nodes, buses)]  # a layout bus on each candidate (results are per bus)
     max_kw = float(run.parameters.get("max_kw", HC_MAX_KW))
     tolerance_kw = float(run.parameters.get("tolerance_kw", HC_TOLERANCE_KW))
     found, steps = {}, {}
@@ -444,7 +437,7 @@ def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
             raise LoadFlowError("no_telemetry", f"no readings and no profiles for any injection between {times[0].isoformat()} "
                                                 f"and {times[-1].isoformat()}: nothing to solve but declared values")
         results = solve(model, inputs, check=lambda: _still_running(run_id))
-        arrays = storage.chunk_arrays(results, times, model.bus_ppci)
+        arrays = storage.chunk_arrays(results, times, model)
         arrays["source_counts"] = np.stack([(inputs.source == code).sum(axis=0) for code in range(len(SOURCES))], axis=1)
         arrays["telemetry_window"] = np.array([t.timestamp() if t else np.nan for t in (inputs.telemetry_start, inputs.telemetry_end)])
         blob = storage.pack(arrays)

@@ -82,6 +82,13 @@ class GridModel:
     def n_bus(self) -> int:
         return self.ybus.shape[0]
 
+    def node_buses(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the connected internal nodes, ascending; the layout position of the first bus on each): buses joined by
+        closed switches are one node and share its voltage."""
+        nodes, first_bus = np.unique(self.bus_ppci, return_index=True)
+        connected = nodes >= 0
+        return nodes[connected], first_bus[connected]
+
     def pq_factor(self, v_start: np.ndarray):
         """(LU of Y_qq, Y_qq, Y_qr·V_r): the PQ-bus block of Ybus factorised once per slack voltage, for the fixed-point solver."""
         key = tuple(np.round(v_start[self.ref], 12))
@@ -170,14 +177,13 @@ class StepResults:
     iterations: int
 
 
-def solve(model: GridModel, inputs: StepInputs, *, v_start: np.ndarray | None = None, check=None) -> StepResults:
+def solve(model: GridModel, inputs: StepInputs, *, check=None) -> StepResults:
     """Solve every step of `inputs`; raises LoadFlowError naming the first step that does not converge.
 
     `check`, when given, is called between rounds of work (a run cancelled or failed elsewhere stops the work).
     """
     s_load = bus_loads(model, inputs)  # steps × internal buses, MW/Mvar, load convention
-    start = model.v0 if v_start is None else v_start
-    voltages, converged, iterations = solve_rows(model, -s_load / model.base_mva, start, MAX_ITERATION, check=check)
+    voltages, converged, iterations = solve_rows(model, -s_load / model.base_mva, model.v0, MAX_ITERATION, check=check)
     if not converged.all():
         k = int(np.flatnonzero(~converged)[0])
         raise LoadFlowError("not_converged", f"the load flow does not converge at {inputs.times[k].isoformat()} "

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from twin.loadflow.solver import StepResults
+from twin.loadflow.solver import GridModel, StepResults
 
 BRANCH_ARRAYS = ("p_from_mw", "q_from_mvar", "i_ka", "loading_percent")
 NODE_ARRAYS = ("vm_pu", "va_degree")  # stored per node, given back per bus
@@ -31,16 +31,12 @@ def week_numbers(times: list[datetime]) -> np.ndarray:
     return np.array([((t.replace(tzinfo=None) - MONDAY) // WEEK) for t in times], dtype=np.int64)
 
 
-def chunk_arrays(results: StepResults, times: list[datetime], bus_ppci: np.ndarray) -> dict[str, np.ndarray]:
-    """The arrays a chunk keeps: voltages per node, branch flows, totals and the EN 50160 weekly counts per bus.
-
-    `bus_ppci` is the solver's node of each bus in layout order (−1 when isolated), `GridModel.bus_ppci`.
-    """
-    nodes, first_bus, bus_node = np.unique(bus_ppci, return_index=True, return_inverse=True)
-    connected = nodes >= 0
-    arrays = {"bus_node": np.where(bus_ppci >= 0, bus_node - (~connected).sum(), -1).astype(np.int32)}
+def chunk_arrays(results: StepResults, times: list[datetime], model: GridModel) -> dict[str, np.ndarray]:
+    """The arrays a chunk keeps: voltages per node, branch flows, totals and the EN 50160 weekly counts per bus."""
+    nodes, first_bus = model.node_buses()
+    arrays = {"bus_node": np.where(model.bus_ppci >= 0, np.searchsorted(nodes, model.bus_ppci), -1).astype(np.int32)}
     for name in NODE_ARRAYS:
-        arrays[name] = getattr(results, name)[:, first_bus[connected]].astype(np.float32)
+        arrays[name] = getattr(results, name)[:, first_bus].astype(np.float32)
     for element, values in (("line", results.line), ("trafo", results.trafo)):
         for name in BRANCH_ARRAYS:
             arrays[f"{element}_{name}"] = values[name].astype(np.float32)
