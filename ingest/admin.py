@@ -7,10 +7,10 @@ from twin import models
 
 @admin.register(models.TelemetrySource)
 class TelemetrySourceAdmin(admin.ModelAdmin):
-    list_display = ["name", "participant", "prefix", "created_at", "last_used_at", "revoked"]
-    list_filter = ["revoked", "participant"]
-    search_fields = ["name", "prefix"]
-    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    list_display = ["name", "participant", "credential", "created_at"]
+    list_filter = ["participant"]
+    search_fields = ["name", "credential__prefix"]
+    readonly_fields = ["credential", "created_at"]
 
 
 @admin.register(models.TelemetryBatch)

@@ -29,8 +29,8 @@ def mqtt_message_ingest(*, topic: str, payload: bytes) -> str:
     if len(parts) != 3:
         return f"dropped {topic}: not <prefix>/<source>/<format>"
     _, source_name, format_name = parts
-    source = models.TelemetrySource.objects.filter(name=source_name, revoked=False).first()
-    if source is None:
+    source = models.TelemetrySource.objects.select_related("credential").filter(name=source_name).first()
+    if source is None or source.revoked:
         return f"dropped {topic}: no active telemetry source {source_name!r}"
     content_type = TOPIC_FORMATS.get(format_name)
     # QoS 1 is at least once: a message whose acknowledgement was lost comes again. Its content is its

@@ -1,32 +1,237 @@
-"""Participants' credentials. Agreements and the policy decision point come with the sharing issue."""
+"""The hub's own records: agreements (ODRL 2.2 policies), OAuth2 API clients of participants, and the audit.
 
-import secrets
+Credentials of users and gateways are `twin.models.Credential`; what they may do is decided in
+`sharing.decisions`, from the agreements here.
+"""
+
+from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 
-from twin.credentials import hash_secret
+from twin.models import Participant
 
-TOKEN_PREFIX_CHARS = 8
+DPV = "https://w3id.org/dpv#"
+GT = "https://w3id.org/gridtwin/ontology#"
 
 
-class ApiToken(models.Model):
-    """A user's API token, stored only as its hash; the prefix lets people tell tokens apart."""
+class Purpose(models.TextChoices):
+    """Why a consumer uses the data: DPV purposes, extended with the grid purposes of the gridtwin profile."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=TOKEN_PREFIX_CHARS, editable=False)
-    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    NETWORK_PLANNING = "network_planning", "network planning"
+    FLEXIBILITY_PROCUREMENT = "flexibility_procurement", "flexibility procurement"
+    CONNECTION_STUDY = "connection_study", "connection study"
+    RESEARCH = "research", "research and development"
+    SERVICE_PROVISION = "service_provision", "service provision"
+
+
+PURPOSE_IRIS = {
+    Purpose.NETWORK_PLANNING: GT + "NetworkPlanning",
+    Purpose.FLEXIBILITY_PROCUREMENT: GT + "FlexibilityProcurement",
+    Purpose.CONNECTION_STUDY: GT + "ConnectionStudy",
+    Purpose.RESEARCH: DPV + "ResearchAndDevelopment",
+    Purpose.SERVICE_PROVISION: DPV + "ServiceProvision",
+}
+
+
+class DataCategory(models.TextChoices):
+    """What kind of data a permission covers."""
+
+    ASSET_METADATA = "asset_metadata", "asset metadata"
+    TOPOLOGY = "topology", "topology"
+    TELEMETRY = "telemetry", "telemetry"
+    LOADFLOW_RESULTS = "loadflow_results", "load-flow results"
+    VIOLATIONS = "violations", "violations"
+    HOSTING_CAPACITY = "hosting_capacity", "hosting capacity"
+
+
+class Resolution(models.TextChoices):
+    """Finest time resolution a consumer may read telemetry at (coarser is always allowed)."""
+
+    RAW = "raw", "raw"
+    MIN15 = "15min", "15 minutes"
+    HOUR = "hour", "hour"
+    DAY = "day", "day"
+
+
+RESOLUTION_ORDER = [Resolution.RAW, Resolution.MIN15, Resolution.HOUR, Resolution.DAY]
+
+
+class GroupBy(models.TextChoices):
+    """The provider-defined groups telemetry aggregates are computed over (never sets the consumer picks)."""
+
+    GRID = "grid", "grid"
+    FEEDER = "feeder", "feeder"
+
+
+# Asset types an agreement's scope can name (the twin's asset models); telemetry follows the measured asset's type.
+ASSET_TYPES = ["bus", "external_grid", "line", "transformer", "switch", "load", "static_generator", "storage", "ev_charger", "meter"]
+# Fields an agreement can drop, and the twin fields each stands for.
+DROPPABLE_FIELDS = {
+    "owner": ("owner", "owner_iri", "telemetry_owner"),
+    "name": ("name",),
+    "coordinates": ("lon_degree", "lat_degree"),
+    "profile": ("profile",),
+    "measured_iri": ("measured_iri",),
+}
+PROHIBITIONS = ["distribute", "sell", "reidentify"]
+
+
+class Agreement(models.Model):
+    """A data-sharing agreement: an ODRL 2.2 `odrl:Agreement` from a provider (assigner) to a consumer (assignee).
+
+    It permits reading the data `categories` of its scope (grids, feeders, asset types, listed assets; empty
+    lists mean "all of the provider's") for one `purpose`, while valid, with obligations: fields dropped,
+    telemetry no finer than `resolution`, aggregated over `group_by` groups of at least `min_group_size`
+    meters, only data time-stamped within [`data_start`, `data_end`). Lifecycle: draft → offered → active →
+    suspended / revoked / expired; only a steward of the provider activates; terms are immutable once offered
+    (an amendment is a new version, `previous` points at the one it replaces).
+    """
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        OFFERED = "offered"
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+        REVOKED = "revoked"
+        EXPIRED = "expired"
+
+    TERMS = ("provider", "consumer", "purpose", "valid_from", "valid_until", "grid_iris", "feeder_iris", "asset_types", "asset_iris",
+             "categories", "dropped_fields", "data_start", "data_end", "resolution", "group_by", "min_group_size", "prohibitions",
+             "attribution", "delete_after_days")
+
+    uid = models.CharField(max_length=500, unique=True, help_text="The policy's IRI (odrl:uid).")
+    version = models.PositiveIntegerField(default=1)
+    previous = models.OneToOneField("self", null=True, blank=True, on_delete=models.PROTECT, related_name="amendment")
+    provider = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="agreements_provided")
+    consumer = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="agreements_consumed")
+    purpose = models.CharField(max_length=40, choices=Purpose.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    valid_from = models.DateTimeField()
+    valid_until = models.DateTimeField()
+    grid_iris = models.JSONField(default=list, blank=True, help_text="Grids in scope (IRIs); empty: all of the provider's.")
+    feeder_iris = models.JSONField(default=list, blank=True, help_text="Feeders in scope (IRIs); empty: every feeder of those grids.")
+    asset_types = models.JSONField(default=list, blank=True, help_text=f"Asset types in scope; empty: all. One of {', '.join(ASSET_TYPES)}.")
+    asset_iris = models.JSONField(default=list, blank=True, help_text="Listed assets (IRIs); empty: every asset of the scope.")
+    categories = models.JSONField(default=list, help_text="Data categories permitted.")
+    dropped_fields = models.JSONField(default=list, blank=True, help_text=f"Fields removed: {', '.join(DROPPABLE_FIELDS)}.")
+    data_start = models.DateTimeField(null=True, blank=True, help_text="Only data time-stamped at or after this.")
+    data_end = models.DateTimeField(null=True, blank=True, help_text="Only data time-stamped before this.")
+    resolution = models.CharField(max_length=10, choices=Resolution.choices, default=Resolution.HOUR)
+    group_by = models.CharField(max_length=10, choices=GroupBy.choices, default=GroupBy.FEEDER)
+    min_group_size = models.PositiveIntegerField(default=5, help_text="Aggregates over fewer meters than this are suppressed (k).")
+    prohibitions = models.JSONField(default=list, blank=True, help_text=f"Prohibited actions: {', '.join(PROHIBITIONS)}.")
+    attribution = models.CharField(max_length=500, blank=True, help_text="Duty: attribute the data with this text.")
+    delete_after_days = models.PositiveIntegerField(null=True, blank=True, help_text="Duty: delete the data this many days after reading.")
     created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    revoked = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    offered_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["consumer", "status"], name="agreement_consumer_idx"),
+                   models.Index(fields=["provider", "status"], name="agreement_provider_idx")]
 
     def __str__(self) -> str:
-        return f"{self.prefix}… ({self.user})"
+        return f"{self.provider} → {self.consumer}: {self.get_purpose_display()} v{self.version} ({self.status})"
 
-    @classmethod
-    def issue(cls, *, user, name: str = "") -> tuple["ApiToken", str]:
-        """Create a token and return it with the raw secret, which is shown once and never stored."""
-        raw = secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, prefix=raw[:TOKEN_PREFIX_CHARS], token_hash=hash_secret(raw))
-        return token, raw
+    @property
+    def purpose_iri(self) -> str:
+        return PURPOSE_IRIS[self.purpose]
+
+    def is_in_force(self, at=None) -> bool:
+        """Active and within its validity period at `at` (now by default): expiry takes effect on the next request."""
+        at = at or timezone.now()
+        return self.status == self.Status.ACTIVE and self.valid_from <= at < self.valid_until
+
+    def clean(self) -> None:
+        """Field-level rules the admin and the API share (the ODRL shapes judge the policy as a whole)."""
+        errors = {}
+        if self.valid_until and self.valid_from and self.valid_until <= self.valid_from:
+            errors["valid_until"] = "must be after valid_from"
+        if self.provider_id and self.provider_id == self.consumer_id:
+            errors["consumer"] = "the consumer must differ from the provider"
+        for name, allowed in (("categories", DataCategory.values), ("asset_types", ASSET_TYPES), ("dropped_fields", list(DROPPABLE_FIELDS)),
+                              ("prohibitions", PROHIBITIONS)):
+            values = getattr(self, name)
+            if not isinstance(values, list) or any(v not in allowed for v in values):
+                errors[name] = f"a list of {', '.join(allowed)}"
+        for name in ("grid_iris", "feeder_iris", "asset_iris"):
+            values = getattr(self, name)
+            if not isinstance(values, list) or any(not isinstance(v, str) or not v or len(v) > 500 or "\x00" in v for v in values):
+                errors[name] = "a list of IRIs"
+        if isinstance(self.categories, list) and not self.categories:
+            errors["categories"] = "permit at least one data category"
+        if self.data_start and self.data_end and self.data_end <= self.data_start:
+            errors["data_end"] = "must be after data_start"
+        if errors:
+            raise ValidationError(errors)
+
+
+class ApiClient(models.Model):
+    """A participant's machine client: an OAuth2 application (client credentials) with its scopes, expiry and revocation.
+
+    The client secret is hashed by django-oauth-toolkit on save and shown once when issued; access tokens are
+    stored as checksums only (RFC 9700 storage).
+    """
+
+    application = models.OneToOneField(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE, related_name="api_client")
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="api_clients")
+    scopes = models.CharField(max_length=200, default="shared:read", help_text="Space-separated scopes this client may be granted.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.application.name} ({self.participant})"
+
+    @property
+    def is_usable(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split())
+
+
+class AuditEntry(models.Model):
+    """One decision and what it let out: append-only (the database refuses UPDATE and DELETE) and hash-chained.
+
+    `entry_hash` is the SHA-256 of `previous_hash` and the entry's fields (`sharing.audit.entry_digest`), so any
+    change, removal or insertion breaks the chain that `manage.py verify_audit` walks.
+    """
+
+    at = models.DateTimeField(default=timezone.now)
+    participant_iri = models.CharField(max_length=500, blank=True, help_text="Who asked (empty: anonymous).")
+    credential = models.CharField(max_length=100, blank=True, help_text="Which credential: kind and id.")
+    action = models.CharField(max_length=40)
+    resource = models.CharField(max_length=60)
+    purpose = models.CharField(max_length=40, blank=True)
+    allowed = models.BooleanField()
+    rule = models.CharField(max_length=200, help_text="The rule that decided (owner, agreement, deny …).")
+    agreement_uid = models.CharField(max_length=500, blank=True)
+    provider_iri = models.CharField(max_length=500, blank=True, help_text="Whose data the request was about, when known.")
+    method = models.CharField(max_length=10, blank=True)
+    path = models.CharField(max_length=500, blank=True)
+    query = models.JSONField(default=dict, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    records = models.PositiveIntegerField(default=0, help_text="How many records went out.")
+    preview = models.BooleanField(default=False)
+    previous_hash = models.CharField(max_length=64)
+    entry_hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["provider_iri", "at"], name="audit_provider_idx"),
+                   models.Index(fields=["participant_iri", "at"], name="audit_participant_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.participant_iri or 'anonymous'} {self.action} {self.resource}: " \
+               f"{'allowed' if self.allowed else 'denied'}"

@@ -8,15 +8,15 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from sharing.models import ApiToken
-from twin.models import Participant
+from twin.models import Credential, Participant
 
 LV_CODE = "1-LV-rural1--0-sw"
 
 
-def token_client(user) -> APIClient:
+def token_client(user, participant=None) -> APIClient:
     client = APIClient()
-    _, raw = ApiToken.issue(user=user, name="test")
+    participant = participant or Participant.objects.get(members=user)
+    _, raw = Credential.issue(kind=Credential.Kind.TOKEN, participant=participant, user=user, name="test")
     client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
     return client
 

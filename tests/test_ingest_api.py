@@ -439,9 +439,10 @@ def test_only_gateways_upload_and_only_to_their_own_participants_points(operator
 
 
 def test_a_revoked_or_wrong_key_is_401(gateway, utility, points):
-    models.TelemetrySource.objects.update(revoked=True)
+    for source in models.TelemetrySource.objects.all():
+        source.credential.revoke()
     assert post(gateway, readings_json(power_readings(points, START, 1))).status_code == 401
     wrong = APIClient()
     wrong.credentials(HTTP_AUTHORIZATION="Gateway gtk_not-a-key")
     response = post(wrong, b"[]")
-    assert response.status_code == 401 and response["WWW-Authenticate"] == "Gateway"
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"

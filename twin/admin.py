@@ -9,7 +9,7 @@ from twin import models
 class ParticipantAdmin(admin.ModelAdmin):
     list_display = ["name", "iri"]
     search_fields = ["name", "iri"]
-    filter_horizontal = ["members"]
+    filter_horizontal = ["members", "stewards"]
 
 
 @admin.register(models.Grid)
@@ -39,3 +39,16 @@ for model in [models.Feeder, models.BaseVoltage, models.Bus, *models.ASSET_MODEL
     admin.site.register(model, GridPartAdmin)
 
 from twin.loadflow import admin as loadflow_admin  # noqa: E402, F401  (load-flow runs, violations, hosting capacity)
+
+
+@admin.register(models.Credential)
+class CredentialAdmin(admin.ModelAdmin):
+    """Tokens and gateway keys: issued by commands (the secret is shown once), revoked here."""
+
+    list_display = ["prefix", "kind", "participant", "user", "name", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    list_filter = ["kind", "participant"]
+    readonly_fields = ["kind", "participant", "user", "prefix", "created_at", "last_used_at"]
+    search_fields = ["prefix", "name"]
+
+    def has_add_permission(self, request):
+        return False

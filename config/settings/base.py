@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "oauth2_provider",
     "ontology",
     "twin",
     "ingest",
@@ -91,8 +92,11 @@ GRIDTWIN_MAX_LITERAL_CHARS = int(os.environ.get("GRIDTWIN_MAX_LITERAL_CHARS", st
 DATA_UPLOAD_MAX_MEMORY_SIZE = GRIDTWIN_MAX_UPLOAD_BYTES + 1024 * 1024
 
 REST_FRAMEWORK = {
+    # Each establishes the request's principal (sharing.principals): a credential (token or gateway key), an
+    # OAuth2 client's access token, or a user's session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "sharing.authentication.HashedTokenAuthentication",
+        "sharing.authentication.CredentialAuthentication",
+        "sharing.authentication.ApiClientAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -103,6 +107,17 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "twin.api.errors.exception_handler",
     # `?format=` names an RDF syntax on export, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
+}
+
+# OAuth2 client credentials for third parties' machine clients (django-oauth-toolkit): secrets hashed on save,
+# access tokens stored as checksums only (RFC 9700), one hour each.
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+OAUTH2_PROVIDER = {
+    "SCOPES": {"shared:read": "read the twin views your agreements grant", "operator": "act as an operator of your participant"},
+    "DEFAULT_SCOPES": ["shared:read"],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": int(os.environ.get("GRIDTWIN_OAUTH_TOKEN_SECONDS", "3600")),
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "SCOPES_BACKEND_CLASS": "sharing.oauth.ApiClientScopes",
 }
 
 SPECTACULAR_SETTINGS = {

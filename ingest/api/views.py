@@ -10,12 +10,10 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from ingest import selectors, services
 from ingest.api.serializers import BatchSerializer, LatestQuerySerializer, ReadingsQuerySerializer, RejectedReadingSerializer
-from ingest.authentication import TelemetrySourceAuthentication
 from ingest.payloads import MEDIA_TYPES, PayloadError
 from twin import models
 from twin.api.views import RawBodyParser
@@ -26,8 +24,6 @@ IDEMPOTENCY_KEY_MAX_CHARS = 200
 
 class TelemetryAuthMixin:
     """Gateways (`Authorization: Gateway <key>`) and users (tokens, sessions) both authenticate here."""
-
-    authentication_classes = [TelemetrySourceAuthentication, *api_settings.DEFAULT_AUTHENTICATION_CLASSES]
 
     @staticmethod
     def query(serializer_class, request) -> dict:

@@ -12,7 +12,8 @@ from twin.models.assets import (
     Switch,
     Transformer,
 )
-from twin.models.grid import BaseVoltage, Bus, Feeder, Grid, Participant
+from twin.models.credentials import Credential
+from twin.models.grid import BaseVoltage, Bus, Feeder, Grid, OwnerConsent, Participant
 from twin.models.loadflow import (
     BranchResult,
     BusResult,
@@ -41,6 +42,7 @@ __all__ = [
     "BaseVoltage",
     "BranchResult",
     "Bus",
+    "Credential",
     "BusResult",
     "EVCharger",
     "ExternalGrid",
@@ -53,6 +55,7 @@ __all__ = [
     "LoadFlowInput",
     "LoadFlowRun",
     "Meter",
+    "OwnerConsent",
     "Participant",
     "Quality",
     "QuantitySpec",

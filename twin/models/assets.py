@@ -165,6 +165,12 @@ class Meter(Asset):
 
     measured_iri = models.CharField(max_length=500, help_text="IRI of the bus or asset this meter measures.")
     kind = models.CharField(max_length=20, choices=KINDS, default="smart_meter")
+    telemetry_owner = models.ForeignKey(
+        Participant, null=True, blank=True, editable=False, on_delete=models.PROTECT, related_name="+",
+        help_text="Provenance: the participant whose gateway sent this meter's readings (fixed by the first one stored).")
+    retired_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Set when a re-publish dropped a meter that has readings: retired, never deleted, so its readings stay.")
 
 
 ASSET_MODELS = [ExternalGrid, Line, Transformer, Switch, Load, StaticGenerator, Storage, EVCharger, Meter]

@@ -6,11 +6,25 @@ from django.db import models
 
 
 class Participant(models.Model):
-    """An organisation taking part in the hub (utility, aggregator, researcher …), as org:Organization."""
+    """An organisation taking part in the hub (utility, aggregator, researcher …), as org:Organization.
+
+    `members` are the users who act for it (operators); `stewards` those of them who also hold its data
+    steward role (they manage its agreements, API clients and audit).
+    """
+
+    class Role(models.TextChoices):
+        DSO = "dso", "distribution system operator"
+        AGGREGATOR = "aggregator", "aggregator"
+        CHARGE_POINT_OPERATOR = "cpo", "charge-point operator"
+        RESEARCHER = "researcher", "researcher"
+        PEER_HUB = "peer_hub", "peer hub"
 
     iri = models.CharField(max_length=500, unique=True)
     name = models.CharField(max_length=200)
+    roles = models.JSONField(default=list, blank=True, help_text="Roles of the organisation: dso, aggregator, cpo, researcher, peer_hub.")
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="participants")
+    stewards = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="stewarded_participants",
+                                      help_text="Members holding the data steward role of this participant.")
 
     class Meta:
         ordering = ["name"]
@@ -27,6 +41,8 @@ class Grid(models.Model):
     owner = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="grids")
     source = models.CharField(max_length=200, blank=True, help_text="Where the model came from (file, SimBench code, CGMES).")
     version = models.PositiveIntegerField(default=1)
+    time_zone = models.CharField(max_length=64, default="UTC",
+                                 help_text="IANA time zone of the grid: days of its aggregates are local days.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -89,3 +105,22 @@ class Bus(GridPart):
     @property
     def vn_kv(self) -> float:
         return self.base_voltage.nominal_voltage_kv
+
+
+class OwnerConsent(models.Model):
+    """A participant's consent to be named as owner (`gt:owner`) of assets in another participant's grid.
+
+    Ownership is provenance, not a writable field: a grid owner may name another participant as an asset's
+    owner only when that participant has consented for that grid (e.g. a charge-point operator's chargers in a
+    utility's grid). Keyed by the grid's IRI, so consenting reveals nothing about grids one cannot see.
+    """
+
+    owner = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="owner_consents")
+    grid_iri = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "grid_iri"], name="owner_consent_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.owner} may be named owner in {self.grid_iri}"

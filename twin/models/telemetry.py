@@ -9,17 +9,15 @@ twice stores it once. On PostgreSQL the readings table is range-partitioned by m
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
 from django.db import models
 
-from twin.credentials import hash_secret
+from twin.models.credentials import Credential
 from twin.models.assets import Meter
 from twin.models.grid import Participant
 
 QUDT_UNIT = "http://qudt.org/vocab/unit/"
-SOURCE_KEY_PREFIX_CHARS = 8
 
 
 @dataclass(frozen=True)
@@ -83,18 +81,15 @@ class Quality(models.IntegerChoices):
 
 
 class TelemetrySource(models.Model):
-    """A gateway that sends telemetry for one participant; its key is stored only as a hash.
+    """A gateway that sends telemetry for one participant; its key is a `Credential` of kind gateway.
 
     `name` is a slug that also names the source in MQTT topics (`gridtwin/telemetry/<name>/<format>`).
     """
 
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="telemetry_sources")
     name = models.SlugField(max_length=100, unique=True)
-    prefix = models.CharField(max_length=SOURCE_KEY_PREFIX_CHARS, editable=False)
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    credential = models.OneToOneField(Credential, on_delete=models.PROTECT, related_name="telemetry_source")
     created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    revoked = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["name"]
@@ -103,17 +98,14 @@ class TelemetrySource(models.Model):
         return f"{self.name} ({self.participant})"
 
     @property
-    def is_authenticated(self) -> bool:
-        """A source that authenticated a request counts as authenticated for DRF's permission checks."""
-        return True
+    def revoked(self) -> bool:
+        return not self.credential.is_usable
 
     @classmethod
     def issue(cls, *, participant: Participant, name: str) -> tuple[TelemetrySource, str]:
         """Create a source and return it with its raw key, which is shown once and never stored."""
-        raw = "gtk_" + secrets.token_urlsafe(32)
-        source = cls.objects.create(participant=participant, name=name, prefix=raw[4 : 4 + SOURCE_KEY_PREFIX_CHARS],
-                                    key_hash=hash_secret(raw))
-        return source, raw
+        credential, raw = Credential.issue(kind=Credential.Kind.GATEWAY, participant=participant, name=name)
+        return cls.objects.create(participant=participant, name=name, credential=credential), raw
 
 
 class TelemetryBatch(models.Model):

@@ -11,8 +11,8 @@ from rdflib import Literal
 from rdflib.namespace import XSD
 
 from ontology.namespaces import CIM
-from sharing.models import ApiToken
 from twin import models, plots, selectors, services
+from twin.models import Credential
 from twin.loadflow import services as loadflow
 from twin.plots import draw_grid_map
 from twin.sv_comparison import sv_deviation
@@ -114,7 +114,7 @@ class Command(BaseCommand):
     def print_tour(self, grid, participant) -> None:
         user, _ = get_user_model().objects.get_or_create(username="demo")
         participant.members.add(user)
-        _, token = ApiToken.issue(user=user, name="demo")
+        _, token = Credential.issue(kind=Credential.Kind.TOKEN, participant=participant, user=user, name="demo")
         (OUT / "token.txt").write_text(token + "\n")
         self.stdout.write(f"operator 'demo' of {participant.name}; API token saved in {OUT / 'token.txt'}")
         self.stdout.write("start the server with `.venv/bin/python manage.py runserver` and follow the README's tour, e.g.")

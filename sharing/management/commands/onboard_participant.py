@@ -4,8 +4,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from sharing.models import ApiToken
-from twin.models import Participant
+from twin.models import Credential, Participant
 
 
 class Command(BaseCommand):
@@ -21,6 +20,6 @@ class Command(BaseCommand):
         participant, _ = Participant.objects.get_or_create(iri=iri, defaults={"name": name})
         user, _ = get_user_model().objects.get_or_create(username=username)
         participant.members.add(user)
-        _, raw = ApiToken.issue(user=user, name=f"{participant.name} operator")
+        _, raw = Credential.issue(kind=Credential.Kind.TOKEN, participant=participant, user=user, name=f"{participant.name} operator")
         self.stderr.write(f"participant {participant.iri}; operator {username}; the token is shown once:")
         self.stdout.write(raw)
