@@ -1,13 +1,18 @@
-"""Top-level routes: the admin, the v1 API, the vocabulary and the OpenAPI schema with its UIs."""
+"""Top-level routes: the admin, the v1 API (operator, telemetry, hub), OAuth2 tokens, the vocabulary and the OpenAPI schema."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from oauth2_provider import views as oauth2_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("twin.api.urls")),
     path("api/v1/telemetry/", include("ingest.api.urls")),
+    path("api/v1/", include("sharing.api.urls")),
+    # OAuth2 client credentials for API clients: POST grant_type=client_credentials with the client's id and secret.
+    path("o/token/", oauth2_views.TokenView.as_view(), name="oauth2-token"),
+    path("o/revoke_token/", oauth2_views.RevokeTokenView.as_view(), name="oauth2-revoke-token"),
     path("", include("ontology.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -13,7 +13,7 @@ router.register("batches", views.TelemetryBatchViewSet, basename="telemetry-batc
 
 urlpatterns = [
     path("", include(router.urls)),
-    path("readings", views.ReadingsView.as_view(), name="telemetry-readings"),
-    path("latest", views.LatestReadingsView.as_view(), name="telemetry-latest"),
-    path("quantities", views.QuantitiesView.as_view(), name="telemetry-quantities"),
+    path("readings", views.ReadingsViewSet.as_view({"get": "list"}), name="telemetry-readings"),
+    path("latest", views.LatestReadingsViewSet.as_view({"get": "list"}), name="telemetry-latest"),
+    path("quantities", views.QuantitiesViewSet.as_view({"get": "list"}), name="telemetry-quantities"),
 ]

@@ -6,15 +6,15 @@ from django.conf import settings
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from ingest import selectors, services
 from ingest.api.serializers import BatchSerializer, LatestQuerySerializer, ReadingsQuerySerializer, RejectedReadingSerializer
 from ingest.payloads import MEDIA_TYPES, PayloadError
+from sharing.api.base import PolicyViewSet
 from twin import models
 from twin.api.views import RawBodyParser
 from twin.models import QUANTITIES
@@ -22,15 +22,11 @@ from twin.models import QUANTITIES
 IDEMPOTENCY_KEY_MAX_CHARS = 200
 
 
-class TelemetryAuthMixin:
-    """Gateways (`Authorization: Gateway <key>`) and users (tokens, sessions) both authenticate here."""
-
-    @staticmethod
-    def query(serializer_class, request) -> dict:
-        """The request's query parameters, validated by `serializer_class` (400 with the field errors otherwise)."""
-        query = serializer_class(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        return query.validated_data
+def query(serializer_class, request) -> dict:
+    """The request's query parameters, validated by `serializer_class` (400 with the field errors otherwise)."""
+    found = serializer_class(data=request.query_params)
+    found.is_valid(raise_exception=True)
+    return found.validated_data
 
 
 class BatchBodyParser(RawBodyParser):
@@ -43,14 +39,15 @@ class BatchBodyParser(RawBodyParser):
         return PayloadError("too_large", f"the body exceeds the limit of {limit} bytes", status=413)
 
 
-class TelemetryBatchViewSet(TelemetryAuthMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class TelemetryBatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewSet):
     """Upload a batch of readings as a gateway, and follow what became of it."""
 
+    resource = "batch"
     serializer_class = BatchSerializer
     parser_classes = [BatchBodyParser]
 
     def get_queryset(self):
-        return selectors.batches_visible_to(self.request.user).order_by("-id")
+        return super().get_queryset().select_related("source").defer("body").order_by("-id")
 
     @extend_schema(
         request={media_type: OpenApiTypes.BINARY for media_type in MEDIA_TYPES},
@@ -62,9 +59,7 @@ class TelemetryBatchViewSet(TelemetryAuthMixin, mixins.ListModelMixin, mixins.Re
     )
     def create(self, request):
         """Store the batch durably and answer 202 with its id; a worker validates and writes it."""
-        source = request.auth if isinstance(request.auth, models.TelemetrySource) else None
-        if source is None:
-            raise PermissionDenied("only a telemetry source (Authorization: Gateway <key>) uploads readings")
+        source = self.principal.source  # the decision allows uploads only to gateways
         key = request.headers.get("Idempotency-Key", "").strip()
         if len(key) > IDEMPOTENCY_KEY_MAX_CHARS:
             raise ValidationError({"reason": "bad_request", "message": f"Idempotency-Key is longer than {IDEMPOTENCY_KEY_MAX_CHARS}"})
@@ -86,29 +81,29 @@ class TelemetryBatchViewSet(TelemetryAuthMixin, mixins.ListModelMixin, mixins.Re
         return self.get_paginated_response(RejectedReadingSerializer(page, many=True).data)
 
 
-def points_in_scope(request, keys: list[str] | None = None, feeder: int | None = None) -> dict[int, str]:
-    """Meter id → IRI of the requested points the principal may see; 404 when any of them is out of scope."""
-    participant_ids = selectors.participant_ids_of(request.user)
-    meters = selectors.meters_of(participant_ids)
+def points_in_scope(meters, keys: list[str] | None = None, feeder: int | None = None) -> dict[int, str]:
+    """Meter id → IRI of the requested points among `meters` (the decision's rows); 404 when any of them is not there."""
     if feeder is not None:
-        meters = meters.filter(feeder_id=feeder)
-        if not (models.Feeder.objects.filter(pk=feeder, grid__owner__in=participant_ids).exists() or meters.exists()):
-            raise Http404("no such feeder")
-        return dict(meters.order_by("id").values_list("id", "iri"))
-    found = selectors.point_ids_for(participant_ids, set(keys))
-    missing = [key for key in keys if key not in found]
+        found = dict(meters.filter(feeder_id=feeder).order_by("id").values_list("id", "iri"))
+        if not found:
+            raise Http404("no such feeder with points")
+        return found
+    ids = selectors.point_ids_for(meters, set(keys))
+    missing = [key for key in keys if key not in ids]
     if missing:
         raise Http404(f"no such point: {missing[0]}")
-    return dict(meters.filter(id__in=set(found.values())).order_by("id").values_list("id", "iri"))
+    return dict(meters.filter(id__in=set(ids.values())).order_by("id").values_list("id", "iri"))
 
 
-class ReadingsView(TelemetryAuthMixin, APIView):
+class ReadingsViewSet(PolicyViewSet):
     """Readings of points (or of a feeder's points), raw or aggregated per 15 min, hour or day in the database."""
 
+    resource = "point"
+
     @extend_schema(parameters=[ReadingsQuerySerializer], responses={200: OpenApiTypes.OBJECT})
-    def get(self, request):
-        params = self.query(ReadingsQuerySerializer, request)
-        points = points_in_scope(request, keys=params["point"], feeder=params.get("feeder"))
+    def list(self, request):
+        params = query(ReadingsQuerySerializer, request)
+        points = points_in_scope(self.get_queryset(), keys=params["point"], feeder=params.get("feeder"))
         spec = QUANTITIES[params["quantity"]]
         try:
             series = selectors.readings_series(point_ids=list(points), spec=spec, start=params["start"], end=params["end"],
@@ -118,35 +113,36 @@ class ReadingsView(TelemetryAuthMixin, APIView):
         for entry in series:
             if "point" in entry:
                 entry["point_iri"] = points[entry["point"]]
+        self.records_out = sum(len(entry["readings"]) for entry in series)
         return Response({"quantity": spec.name, "unit": spec.unit, "unit_iri": spec.unit_iri, "resolution": params["resolution"],
                          "start": params["start"], "end": params["end"], "series": series})
 
 
-class LatestReadingsView(TelemetryAuthMixin, APIView):
+class LatestReadingsViewSet(PolicyViewSet):
     """The latest value of every point of a feeder or a grid (one query on the latest-value table)."""
 
+    resource = "point"
+
     @extend_schema(parameters=[LatestQuerySerializer], responses={200: OpenApiTypes.OBJECT})
-    def get(self, request):
-        params = self.query(LatestQuerySerializer, request)
-        participant_ids = selectors.participant_ids_of(request.user)
-        meters = selectors.meters_of(participant_ids)
-        if "feeder" in params:
-            meters = meters.filter(feeder_id=params["feeder"])
-            container = models.Feeder.objects.filter(pk=params["feeder"], grid__owner__in=participant_ids)
-        else:
-            meters = meters.filter(grid_id=params["grid"])
-            container = models.Grid.objects.filter(pk=params["grid"], owner__in=participant_ids)
-        if not container.exists() and not meters.exists():
-            raise Http404("no such feeder or grid")
+    def list(self, request):
+        params = query(LatestQuerySerializer, request)
+        meters = self.get_queryset()
+        meters = meters.filter(feeder_id=params["feeder"]) if "feeder" in params else meters.filter(grid_id=params["grid"])
+        if not meters.exists():
+            raise Http404("no such feeder or grid with points")
         code = QUANTITIES[params["quantity"]].code if "quantity" in params else None
-        return Response({"latest": selectors.latest_readings(meters=meters, quantity=code)})
+        latest = selectors.latest_readings(meters=meters, quantity=code)
+        self.records_out = len(latest)
+        return Response({"latest": latest})
 
 
-class QuantitiesView(TelemetryAuthMixin, APIView):
+class QuantitiesViewSet(PolicyViewSet):
     """The quantity vocabulary: canonical unit (QUDT IRI), accepted units and the plausible range of each."""
 
+    resource = "vocabulary"
+
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
-    def get(self, request):
+    def list(self, request):
         return Response({"quantities": [
             {"name": spec.name, "unit": spec.unit, "unit_iri": spec.unit_iri, "accepted_units": sorted(spec.factors),
              "min": spec.min_value, "max": spec.max_value, "interval_energy": spec.energy}

@@ -6,14 +6,14 @@ from django.http import HttpResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
+from sharing.api.base import PolicyViewSet
 from twin import models, plots
 from twin.loadflow import selectors, services
-from twin.selectors import grids_operated_by
 from twin.tasks import enqueue
 
 Run = models.LoadFlowRun
@@ -74,14 +74,15 @@ RESULT_PARAMETERS = [
 ]
 
 
-class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewSet):
     """Load-flow runs on the grids you operate: start one, follow its progress, read its results."""
 
+    resource = "run"
     serializer_class = RunSerializer
     filterset_fields = {"grid": ["exact"], "kind": ["exact"], "status": ["exact"]}
 
     def get_queryset(self):
-        return selectors.runs_visible_to(self.request.user).order_by("-id")
+        return super().get_queryset().order_by("-id")
 
     @extend_schema(request=RunRequestSerializer, responses={202: RunSerializer, 400: OpenApiResponse(description="bad request"),
                                                             404: OpenApiResponse(description="no such grid"),
@@ -91,7 +92,7 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         body = RunRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        grid = grids_operated_by(request.user).filter(pk=data["grid"]).first()
+        grid = self.decision.queryset.filter(pk=data["grid"]).first()  # for "add", the decision's rows are the grids one may run
         if grid is None:
             raise NotFound("no such grid")
         run = services.loadflow_run_create(grid=grid, kind=data["kind"], at=data.get("at"), start=data.get("start"), end=data.get("end"),
@@ -175,9 +176,10 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         return HttpResponse(png, content_type="image/png")
 
 
-class ViolationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class ViolationViewSet(mixins.ListModelMixin, PolicyViewSet):
     """Violations on the grids you operate, by grid and time window (`start`, `end` overlap the violation's period)."""
 
+    resource = "violation"
     serializer_class = ViolationSerializer
     filterset_fields = {"grid": ["exact"], "run": ["exact"], "element": ["exact"], "quantity": ["exact"], "severity": ["exact"],
                         "asset_iri": ["exact"]}
@@ -187,7 +189,7 @@ class ViolationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
-        found = selectors.violations_visible_to(self.request.user)
+        found = super().get_queryset().filter(run__status=Run.Status.SUCCEEDED)
         start, end = _time(self.request, "start"), _time(self.request, "end")
         if start:
             found = found.filter(end__gte=start)

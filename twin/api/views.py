@@ -6,14 +6,15 @@ from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, parsers, status, viewsets
+from rest_framework import mixins, parsers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotAcceptable, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotAcceptable
 from rest_framework.response import Response
 
 from ontology.errors import EmptyUpload, UploadTooLarge
 from ontology.parsing import parse_rdf
 from ontology.serialization import FORMATS, MEDIA_TYPE_FORMATS, serialize
+from sharing.api.base import PolicyViewSet
 from twin import models, selectors, services
 from twin.api.serializers import GridSerializer, ImportResultSerializer, asset_serializer
 
@@ -66,21 +67,6 @@ def read_upload(request):
     return parse_rdf(data, request.content_type, max_bytes=limit, max_literal_chars=settings.GRIDTWIN_MAX_LITERAL_CHARS)
 
 
-def acting_participant(request) -> models.Participant:
-    """The participant a request acts for: the user's only one, or the one named by `?participant=`."""
-    participants = selectors.participants_of(request.user)
-    wanted = request.query_params.get("participant")
-    if wanted:
-        participants = participants.filter(iri=wanted)
-    found = list(participants[:2])
-    if not found:
-        raise PermissionDenied("you act for no participant" + (f" with IRI {wanted}" if wanted else ""))
-    if len(found) > 1:
-        message = "you act for several participants: name one with ?participant=IRI"
-        raise ValidationError({"reason": "participant_required", "message": message})
-    return found[0]
-
-
 def shacl_response(request, exc: services.ShapeViolation) -> Response | HttpResponse:
     """A 422 with the violations as JSON, or the SHACL report graph as Turtle when asked for."""
     if request.query_params.get("report") == "turtle" or request.META.get("HTTP_ACCEPT", "").startswith("text/turtle"):
@@ -101,10 +87,12 @@ class RdfNegotiationMixin:
         return super().perform_content_negotiation(request, force=True)
 
 
-class ModelUploadViewSet(RdfNegotiationMixin, viewsets.ViewSet):
+class ModelUploadViewSet(RdfNegotiationMixin, PolicyViewSet):
     """Publish a grid: POST a whole model as Turtle, JSON-LD, RDF/XML or N-Triples."""
 
+    resource = "grid"
     parser_classes = [RdfUploadParser]
+    serializer_class = ImportResultSerializer
 
     @extend_schema(
         request={media_type: OpenApiTypes.BINARY for media_type in RDF_MEDIA_TYPES},
@@ -114,23 +102,24 @@ class ModelUploadViewSet(RdfNegotiationMixin, viewsets.ViewSet):
                    415: OpenApiResponse(description="unsupported content type")},
     )
     def create(self, request):
-        participant = acting_participant(request)
         graph = read_upload(request)
         try:
-            result = services.grid_import_graph(graph=graph, participant=participant, source="upload")
+            result = services.grid_import_graph(graph=graph, participant=self.principal.participant, source="upload")
         except services.ShapeViolation as exc:
             return shacl_response(request, exc)
         return Response(result.as_dict(), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
-class GridViewSet(RdfNegotiationMixin, viewsets.ReadOnlyModelViewSet):
-    """The grids of the participants you act for; export one as RDF or apply a partial change."""
+class GridViewSet(RdfNegotiationMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewSet):
+    """The grids of the participant you act for; export one as RDF or apply a partial change."""
 
+    resource = "grid"
+    policy_actions = {"changes": "change"}
     serializer_class = GridSerializer
     filterset_fields = {"name": ["exact", "icontains"], "iri": ["exact"], "owner": ["exact"]}
 
     def get_queryset(self):
-        return selectors.grids_operated_by(self.request.user).order_by("id")
+        return super().get_queryset().select_related("owner").order_by("id")
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=sorted(FORMATS), description="Overrides the Accept header.")],
@@ -188,13 +177,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
-class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class AssetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewSet):
     """Read-only list and detail of one kind of asset, limited to the grids you operate."""
 
-    model = None
+    resource = "asset"
 
     def get_queryset(self):
-        return selectors.assets_operated_by(self.request.user, self.model).order_by("id")
+        return super().get_queryset().order_by("id")
 
 
 def asset_viewset(model, extra_filters: tuple[str, ...] = ()) -> type[AssetViewSet]:
@@ -206,6 +195,6 @@ def asset_viewset(model, extra_filters: tuple[str, ...] = ()) -> type[AssetViewS
     return type(
         f"{model.__name__}ViewSet",
         (AssetViewSet,),
-        {"model": model, "serializer_class": asset_serializer(model), "filterset_fields": filters,
+        {"asset_model": model, "serializer_class": asset_serializer(model), "filterset_fields": filters,
          "__doc__": f"{model._meta.verbose_name_plural.capitalize()} of the grids you operate."},
     )

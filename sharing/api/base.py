@@ -1,0 +1,132 @@
+"""The one base viewset of every API endpoint: authenticate → decide (sharing.decisions) → restrict → respond → audit.
+
+A viewset declares its `resource` (and for assets its `asset_model`); `initial()` asks the decision point
+once per request and refuses what it denies (404 when out of scope); `get_queryset()` is the decision's
+restricted queryset and nothing else, so no view scopes rows by hand; `finalize_response()` writes the
+audit entry with what went out. Filters on foreign keys take ids as numbers, never listing the target table,
+so filter forms show nobody's names and `?grid=<someone else's id>` is an empty page, like a missing id.
+"""
+
+from __future__ import annotations
+
+import django_filters
+from django.db import models
+from django_filters.rest_framework import DjangoFilterBackend, FilterSet
+from rest_framework import exceptions, pagination, viewsets
+
+from sharing import decisions
+from sharing.audit import audit_record
+from sharing.principals import principal_of
+
+MAX_ID = 2**63 - 1
+METHOD_ACTIONS = {"GET": decisions.VIEW, "HEAD": decisions.VIEW, "OPTIONS": decisions.VIEW, "POST": decisions.ADD,
+                  "PUT": decisions.CHANGE, "PATCH": decisions.CHANGE, "DELETE": decisions.CHANGE}
+
+
+class DecisionDenied(exceptions.APIException):
+    """A denied decision, answered with its status and machine-readable reason."""
+
+    def __init__(self, decision: decisions.Decision):
+        self.status_code = decision.status
+        detail = {"reason": decision.reason, "message": decision.message, **decision.details}
+        super().__init__(detail=detail)
+
+
+class IdFilter(django_filters.NumberFilter):
+    """A foreign key filtered by id: a number within bigint, no choices rendered, no existence check."""
+
+    field_class = django_filters.fields.forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
+
+
+class ScopedFilterSet(FilterSet):
+    """django-filter's defaults, but foreign keys are ids (IdFilter) instead of choices from the whole table."""
+
+    FILTER_DEFAULTS = {**FilterSet.FILTER_DEFAULTS, models.ForeignKey: {"filter_class": IdFilter},
+                       models.OneToOneField: {"filter_class": IdFilter}}
+
+
+class ScopedFilterBackend(DjangoFilterBackend):
+    """The filter backend of every list: ScopedFilterSet as the base of the generated filter sets."""
+
+    filterset_base = ScopedFilterSet
+
+
+class BoundedLimitOffsetPagination(pagination.LimitOffsetPagination):
+    """Pages of at most 1,000 rows (an oversized `limit` is cut to it) and offsets within bigint."""
+
+    max_limit = 1000
+
+    def get_offset(self, request):
+        return min(super().get_offset(request), MAX_ID)
+
+
+class PolicyViewSet(viewsets.GenericViewSet):
+    """Base of every endpoint: the request is decided once in `initial()`; rows come only from the decision.
+
+    `resource` names what the endpoint serves (see `sharing.decisions.RESOURCES`); `policy_actions` maps a
+    viewset action to the policy action when the HTTP method does not say it (e.g. `changes` is a change).
+    Views set `self.records_out` when the number of records sent is not the length of the page.
+    """
+
+    resource: str = ""
+    asset_model = None
+    policy_actions: dict[str, str] = {}
+    filter_backends = [ScopedFilterBackend]
+    pagination_class = BoundedLimitOffsetPagination
+    decision: decisions.Decision | None = None
+
+    def policy_action(self) -> str:
+        return self.policy_actions.get(getattr(self, "action", None) or "", METHOD_ACTIONS.get(self.request.method, decisions.VIEW))
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.principal = principal_of(request)
+        self.decision = decisions.decide(self.principal, self.policy_action(), self.resource,
+                                         purpose=request.query_params.get(decisions.PURPOSE_PARAMETER), model=self.asset_model,
+                                         agreement=request.query_params.get(decisions.AGREEMENT_PARAMETER))
+        if not self.decision.allowed:
+            raise DecisionDenied(self.decision)
+
+    def get_queryset(self):
+        if self.decision is None:  # schema generation: no request was decided, so no rows
+            model = self.asset_model or getattr(getattr(self.get_serializer_class(), "Meta", None), "model", None)
+            return model.objects.none() if model is not None else None
+        return self.decision.queryset
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        self.audit(request, response)
+        return response
+
+    def audit(self, request, response) -> None:
+        """One append-only audit entry per request: who, which decision and rule, what was asked, how many records went out."""
+        decision = self.decision
+        principal = principal_of(request)
+        provider = decision.provider if decision is not None and decision.allowed else None
+        audit_record(
+            participant_iri=principal.participant.iri if principal.participant else "", credential=principal.credential_label,
+            action=self.policy_action(), resource=self.resource, purpose=request.query_params.get(decisions.PURPOSE_PARAMETER, ""),
+            allowed=bool(decision and decision.allowed and response.status_code < 400),
+            rule=decision.rule if decision is not None else f"deny:{response.status_code}",
+            agreement_uid=decision.agreement.uid if decision is not None and decision.agreement else "",
+            provider_iri=provider.iri if provider is not None else "", method=request.method, path=request.path,
+            query=dict(request.query_params.lists()), status_code=response.status_code, records=self.records(response),
+        )
+
+    def records(self, response) -> int:
+        counted = getattr(self, "records_out", None)
+        if counted is not None:
+            return counted
+        if response.status_code >= 400:
+            return 0
+        data = getattr(response, "data", None)
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            return len(data["results"])
+        if isinstance(data, list):
+            return len(data)
+        return 1

@@ -1,0 +1,257 @@
+"""Third-party twin views under /api/v1/shared/: what one agreement in force grants, redacted and aggregated as it says.
+
+Each request declares its purpose (`?purpose=`) and, when several agreements grant it, names one
+(`?agreement=`). JSON by default; JSON-LD (`Accept: application/ld+json`) and Turtle (`text/turtle`) carry
+exactly the same redacted rows. Telemetry is aggregated in the database over the provider's groups
+(`group_by` of the agreement), with groups and buckets of fewer than k meters suppressed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.response import Response
+
+from ingest.aggregates import group_aggregates, point_readings
+from ingest.selectors import QueryTooLarge
+from sharing import decisions, scope
+from sharing.api.base import PolicyViewSet
+from sharing.api.rows import as_jsonld, as_turtle, asset_rows, negotiated_format, redact
+from sharing.models import RESOLUTION_ORDER, GroupBy, Purpose, Resolution
+from sharing.scope import MODEL_OF_TYPE
+from twin import models as twin
+from twin.models import QUANTITIES
+
+SHARED_PARAMETERS = [
+    OpenApiParameter(decisions.PURPOSE_PARAMETER, str, enum=Purpose.values, required=True,
+                     description="Why you read this; an agreement in force must grant it."),
+    OpenApiParameter(decisions.AGREEMENT_PARAMETER, str, description="Id or uid of the agreement to read under (when several grant it)."),
+]
+BRANCH_ENDS = {twin.Line: ("from_bus", "to_bus"), twin.Transformer: ("hv_bus", "lv_bus"), twin.Switch: ("bus", "other_bus")}
+
+
+class SharedViewSet(PolicyViewSet):
+    """Base of the third-party views: rows of the decision's agreement, redacted, in the negotiated format."""
+
+    def perform_content_negotiation(self, request, force=False):
+        return super().perform_content_negotiation(request, force=True)  # the view renders RDF itself; errors are JSON
+
+    def scoped(self, model):
+        """Rows of another twin model under the same agreement (e.g. the lines of a topology)."""
+        return scope.scope_assets(self.decision.agreement, model)
+
+    def respond(self, body: dict, rows: int):
+        """The body with the agreement's duties, in JSON, JSON-LD or Turtle; `rows` records went out."""
+        obligations = self.decision.obligations
+        body = {**redact([body], obligations.drop_fields)[0],
+                "agreement": self.decision.agreement.uid, "attribution": obligations.attribution or None,
+                "delete_after_days": obligations.delete_after_days}
+        self.records_out = rows
+        chosen = negotiated_format(self.request.META.get("HTTP_ACCEPT", ""))
+        if chosen == "json-ld":
+            return Response(as_jsonld(body), content_type="application/ld+json")
+        if chosen == "turtle":
+            return HttpResponse(as_turtle(body), content_type="text/turtle; charset=utf-8")
+        return Response(body)
+
+
+def _page(request, rows: list, limit_max: int = 1000) -> tuple[list, dict]:
+    try:
+        limit = min(max(int(request.query_params.get("limit", 100)), 1), limit_max)
+        offset = min(max(int(request.query_params.get("offset", 0)), 0), 2**63 - 1)
+    except ValueError as exc:
+        raise ValidationError({"reason": "invalid_filter", "message": "limit and offset are whole numbers"}) from exc
+    return rows[offset : offset + limit], {"count": len(rows), "limit": limit, "offset": offset}
+
+
+class SharedAssetViewSet(SharedViewSet):
+    """Assets of one type that an agreement granting asset metadata covers."""
+
+    resource = "shared.asset"
+
+    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    def list(self, request):
+        rows = asset_rows(self.get_queryset(), self.asset_model)
+        page, meta = _page(request, rows)
+        return self.respond({**meta, "results": page}, len(page))
+
+
+def shared_asset_viewset(type_name: str) -> type[SharedAssetViewSet]:
+    """The third-party list of one asset type."""
+    model = MODEL_OF_TYPE[type_name]
+    return type(f"Shared{model.__name__}ViewSet", (SharedAssetViewSet,),
+                {"asset_model": model, "__doc__": f"{model._meta.verbose_name_plural.capitalize()} an agreement lets you see."})
+
+
+class SharedTopologyViewSet(SharedViewSet):
+    """Buses and the branches between them (lines, transformers, switches) inside an agreement granting topology."""
+
+    resource = "shared.topology"
+    asset_model = twin.Bus
+
+    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    def list(self, request):
+        buses = set(self.get_queryset().values_list("iri", flat=True))
+        rows = [{"iri": iri, "type": "bus"} for iri in sorted(buses)]
+        for model, (one, other) in BRANCH_ENDS.items():
+            ends = self.scoped(model).values_list("iri", f"{one}__iri", f"{other}__iri")
+            rows += [{"iri": iri, "type": "branch", "kind": model._meta.model_name, "from_bus": a, "to_bus": b}
+                     for iri, a, b in ends.order_by("id") if a in buses and b in buses]
+        return self.respond({"count": len(rows), "results": rows}, len(rows))
+
+
+class SharedTelemetryQuery(serializers.Serializer):
+    """Query parameters of GET /shared/telemetry."""
+
+    quantity = serializers.ChoiceField(choices=sorted(QUANTITIES))
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    resolution = serializers.ChoiceField(choices=Resolution.values, required=False,
+                                         help_text="Default: the agreement's; finer than it is refused.")
+
+    def validate(self, attrs):
+        if attrs["end"] <= attrs["start"]:
+            raise serializers.ValidationError("end must be after start")
+        return attrs
+
+
+class SharedTelemetryViewSet(SharedViewSet):
+    """Telemetry an agreement grants: aggregated per provider group (k-suppressed), or per meter where it grants raw data."""
+
+    resource = "shared.telemetry"
+
+    @extend_schema(parameters=[*SHARED_PARAMETERS, SharedTelemetryQuery], responses={200: OpenApiTypes.OBJECT})
+    def list(self, request):
+        query = SharedTelemetryQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params, obligations = query.validated_data, self.decision.obligations
+        resolution = params.get("resolution") or obligations.resolution
+        if RESOLUTION_ORDER.index(resolution) < RESOLUTION_ORDER.index(obligations.resolution):
+            raise PermissionDenied({"reason": "resolution_not_granted",
+                                    "message": f"the agreement grants {obligations.resolution} or coarser, not {resolution}"})
+        start = max(params["start"], obligations.data_start) if obligations.data_start else params["start"]
+        end = min(params["end"], obligations.data_end) if obligations.data_end else params["end"]
+        spec = QUANTITIES[params["quantity"]]
+        try:
+            series, rows = self.series(spec, start, end, resolution) if end > start else ([], 0)
+        except QueryTooLarge as exc:
+            raise ValidationError({"reason": "too_many_rows", "message": str(exc)}) from exc
+        return self.respond({"quantity": spec.name, "unit": spec.unit, "unit_iri": spec.unit_iri, "resolution": resolution,
+                             "start": start, "end": end, "group_by": obligations.group_by if resolution != "raw" else "point",
+                             "min_group_size": obligations.min_group_size, "series": series}, rows)
+
+    def series(self, spec, start, end, resolution) -> tuple[list[dict], int]:
+        """Per grid (its own time zone): group aggregates, or per-meter series when the agreement grants raw data."""
+        meters = self.get_queryset().values_list("id", "iri", "grid__iri", "grid__time_zone", "feeder__iri")
+        by_grid: dict[tuple[str, str], list[tuple[int, str, str | None]]] = defaultdict(list)
+        for meter_id, iri, grid_iri, time_zone, feeder_iri in meters:
+            by_grid[(grid_iri, time_zone)].append((meter_id, iri, feeder_iri))
+        series, rows = [], 0
+        for (grid_iri, time_zone), found in sorted(by_grid.items()):
+            if self.decision.obligations.resolution == Resolution.RAW:
+                iris = {meter_id: iri for meter_id, iri, _ in found}
+                for entry in point_readings(point_ids=sorted(iris), spec=spec, start=start, end=end, resolution=resolution,
+                                            time_zone=time_zone):
+                    entry = {"point_iri": iris[entry.pop("point")], **entry}
+                    rows += len(entry.get("readings", []))
+                    series.append(entry)
+                continue
+            groups: dict[str, list[int]] = defaultdict(list)
+            for meter_id, _, feeder_iri in found:
+                key = grid_iri if self.decision.obligations.group_by == GroupBy.GRID else (feeder_iri or f"{grid_iri}#no-feeder")
+                groups[key].append(meter_id)
+            for group in group_aggregates(groups=dict(groups), spec=spec, start=start, end=end, resolution=resolution,
+                                          time_zone=time_zone, min_group_size=self.decision.obligations.min_group_size):
+                rows += len(group["buckets"])
+                series.append(group)
+        return series, rows
+
+
+RUN_FIELDS = ("id", "kind", "status", "at", "start", "end", "step_minutes", "grid_version", "summary", "finished_at")
+
+
+class SharedRunViewSet(SharedViewSet):
+    """Succeeded load-flow runs on grids an agreement granting load-flow results covers, and their bus results."""
+
+    resource = "shared.run"
+    lookup_value_regex = r"\d+"
+
+    def run_rows(self, runs) -> list[dict]:
+        return [{**{name: run[name] for name in RUN_FIELDS}, "grid": run["grid__iri"]}
+                for run in runs.order_by("-id").values(*RUN_FIELDS, "grid__iri")]
+
+    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    def list(self, request):
+        page, meta = _page(request, self.run_rows(self.get_queryset()))
+        return self.respond({**meta, "results": page}, len(page))
+
+    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    def retrieve(self, request, pk=None):
+        found = self.run_rows(self.get_queryset().filter(pk=pk))
+        if not found:
+            raise NotFound("no such run")
+        return self.respond(found[0], 1)
+
+    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def results(self, request, pk=None):
+        """Snapshot bus results of buses in scope. A run fed by measured telemetry inherits the telemetry's terms: unless the
+        agreement grants raw data, only per-group extremes over groups of at least k buses go out."""
+        run = self.get_queryset().filter(pk=pk).first()
+        if run is None:
+            raise NotFound("no such run")
+        buses = self.scoped(twin.Bus)
+        results = run.bus_results.filter(bus__in=buses).order_by("id").values("bus__iri", "bus__feeder__iri", "vm_pu", "va_degree")
+        obligations = self.decision.obligations
+        measured = (run.inputs or {}).get("measured", 0) > 0
+        if not measured or obligations.resolution == Resolution.RAW:
+            rows = [{"bus": r["bus__iri"], "vm_pu": r["vm_pu"], "va_degree": r["va_degree"]} for r in results]
+            return self.respond({"run": run.pk, "grouped": False, "results": rows}, len(rows))
+        groups: dict[str, list[float]] = defaultdict(list)
+        for r in results:
+            key = run.grid.iri if obligations.group_by == GroupBy.GRID else (r["bus__feeder__iri"] or run.grid.iri)
+            if r["vm_pu"] is not None:
+                groups[key].append(r["vm_pu"])
+        rows = [{"group": key, "buses": len(values), "suppressed": len(values) < obligations.min_group_size,
+                 **({} if len(values) < obligations.min_group_size else {"vm_min_pu": min(values), "vm_max_pu": max(values)})}
+                for key, values in sorted(groups.items())]
+        return self.respond({"run": run.pk, "grouped": True, "results": rows}, len(rows))
+
+
+class SharedViolationViewSet(SharedViewSet):
+    """Violations on assets an agreement granting violations covers."""
+
+    resource = "shared.violation"
+    FIELDS = ("element", "asset_iri", "quantity", "start", "end", "steps", "value", "limit", "severity")
+
+    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    def list(self, request):
+        rows = [{**{n: v[n] for n in self.FIELDS}, "run": v["run_id"]}
+                for v in self.get_queryset().order_by("start", "id").values(*self.FIELDS, "run_id")]
+        page, meta = _page(request, rows)
+        return self.respond({**meta, "results": page}, len(page))
+
+
+class SharedHostingViewSet(SharedViewSet):
+    """Hosting capacity per bus in scope, from the latest succeeded hosting-capacity run of each covered grid."""
+
+    resource = "shared.hosting"
+    FIELDS = ("pv_kw", "load_kw", "pv_limited_by", "load_limited_by")
+
+    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    def list(self, request):
+        runs = self.get_queryset().filter(kind=twin.LoadFlowRun.Kind.HOSTING_CAPACITY).order_by("grid_id", "-id")
+        latest = {}
+        for run_id, grid_id in runs.values_list("id", "grid_id"):
+            latest.setdefault(grid_id, run_id)
+        found = twin.HostingCapacityResult.objects.filter(run_id__in=latest.values(), bus__in=self.scoped(twin.Bus))
+        rows = [{"bus": r["bus__iri"], "run": r["run_id"], **{n: r[n] for n in self.FIELDS}}
+                for r in found.order_by("run_id", "id").values("bus__iri", "run_id", *self.FIELDS)]
+        page, meta = _page(request, rows)
+        return self.respond({**meta, "results": page}, len(page))

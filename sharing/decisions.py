@@ -1,0 +1,230 @@
+"""The one policy decision point: (principal, action, resource, purpose) → allowed or not, the restricted rows, obligations.
+
+Every API request is decided here, through `sharing.api.base.PolicyViewSet`. Policies, in order:
+
+1. **owner** — a participant's operators (users' tokens and sessions, or API clients with the `operator` scope)
+   read and write what their participant owns: its grids and everything in them, its load-flow runs, its
+   batches, and the readings its own gateways sent (provenance, `Meter.telemetry_owner`).
+2. **gateway** — a gateway key sends telemetry batches and follows its own batches; nothing else.
+3. **agreement** — a consumer (an API client with `shared:read`, or a user of the consumer participant) reads the
+   `shared.*` views inside one agreement in force (active, within its validity period) that names the declared
+   purpose and grants the data category; the rows are the agreement's scope, the obligations its terms.
+4. **deny** — everything else. Out of scope is 404, indistinguishable from absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from sharing import scope
+from sharing.models import DROPPABLE_FIELDS, Agreement, AuditEntry, DataCategory, Purpose
+from sharing.principals import CONSUMER, GATEWAY, OPERATOR, STEWARD, Principal
+from twin import models as twin
+
+VIEW, ADD, CHANGE = "view", "add", "change"
+PURPOSE_PARAMETER = "purpose"
+AGREEMENT_PARAMETER = "agreement"
+
+# Operator resources: the model and the lookup from a row to the participant that owns it.
+OWNED = {
+    "grid": (twin.Grid, "owner"),
+    "asset": (None, "grid__owner"),
+    "run": (twin.LoadFlowRun, "grid__owner"),
+    "violation": (twin.Violation, "grid__owner"),
+    "batch": (twin.TelemetryBatch, "participant"),
+}
+# Third-party views: the data category each one needs.
+SHARED = {
+    "shared.asset": DataCategory.ASSET_METADATA,
+    "shared.topology": DataCategory.TOPOLOGY,
+    "shared.telemetry": DataCategory.TELEMETRY,
+    "shared.run": DataCategory.LOADFLOW_RESULTS,
+    "shared.violation": DataCategory.VIOLATIONS,
+    "shared.hosting": DataCategory.HOSTING_CAPACITY,
+}
+RESOURCES = [*OWNED, "point", "vocabulary", *SHARED, "agreement", "audit", "decision", "owner_consent"]
+
+
+@dataclass(frozen=True)
+class Obligations:
+    """What a response must respect: fields removed, finest resolution, aggregation groups and k, time window, duties."""
+
+    drop_fields: frozenset[str] = frozenset()
+    resolution: str | None = None
+    group_by: str | None = None
+    min_group_size: int | None = None
+    data_start: datetime | None = None
+    data_end: datetime | None = None
+    attribution: str = ""
+    delete_after_days: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"drop_fields": sorted(self.drop_fields), "resolution": self.resolution, "group_by": self.group_by,
+                "min_group_size": self.min_group_size, "data_start": self.data_start, "data_end": self.data_end,
+                "attribution": self.attribution, "delete_after_days": self.delete_after_days}
+
+
+NO_OBLIGATIONS = Obligations()
+
+
+@dataclass
+class Decision:
+    """The answer of the decision point. Denied decisions carry the HTTP status and reason the client sees."""
+
+    allowed: bool
+    rule: str
+    queryset: QuerySet | None = None
+    obligations: Obligations = NO_OBLIGATIONS
+    agreement: Agreement | None = None
+    provider: twin.Participant | None = None
+    status: int = 200
+    reason: str = ""
+    message: str = ""
+    details: dict = field(default_factory=dict)
+
+    def explain(self) -> dict:
+        """The decision without data: which policy (and agreement) allowed or denied it, and the obligations."""
+        return {"allowed": self.allowed, "rule": self.rule, "reason": self.reason or None, "message": self.message or None,
+                "agreement": self.agreement.uid if self.agreement else None,
+                "obligations": self.obligations.as_dict() if self.allowed else None}
+
+
+def _deny(status: int, reason: str, message: str, rule: str = "deny", **details) -> Decision:
+    return Decision(allowed=False, rule=rule, status=status, reason=reason, message=message, details=details)
+
+
+NOT_FOUND = ("not_found", "Not found.")
+
+
+def decide(principal: Principal, action: str, resource: str, *, purpose: str | None = None, model=None,
+           agreement: str | None = None, at: datetime | None = None) -> Decision:
+    """Decide one request. `model` names the twin model of `asset` / `shared.asset` requests; `agreement` (id or uid)
+    picks one of several agreements in force; `at` is the time of the decision (now)."""
+    if principal.participant is None:
+        return _deny(404, *NOT_FOUND, rule="deny:no_participant")
+    if resource == "vocabulary":
+        return Decision(allowed=True, rule="public")
+    if principal.has(GATEWAY):
+        return _gateway(principal, action, resource)
+    if resource in OWNED or resource == "point":
+        return _owner(principal, action, resource, model)
+    if resource in SHARED:
+        return _agreement(principal, action, resource, purpose=purpose, model=model, wanted=agreement, at=at or timezone.now())
+    if resource in ("agreement", "audit", "decision", "owner_consent"):
+        return _hub(principal, action, resource)
+    return _deny(404, *NOT_FOUND, rule="deny:unknown_resource")
+
+
+def _gateway(principal: Principal, action: str, resource: str) -> Decision:
+    if resource == "batch" and action in (VIEW, ADD):
+        batches = twin.TelemetryBatch.objects.filter(participant=principal.participant, source=principal.source)
+        return Decision(allowed=True, rule="gateway", queryset=batches, provider=principal.participant)
+    return _deny(403, "not_permitted", "a gateway key only sends telemetry batches and follows its own", rule="deny:gateway")
+
+
+def owned_points(participant_id: int) -> QuerySet[twin.Meter]:
+    """Meters whose readings a participant may read as their owner: those its own gateways sent readings for, and
+    meters without readings yet that it may write (its own, or unowned ones in its grids)."""
+    return twin.Meter.objects.filter(
+        Q(telemetry_owner_id=participant_id)
+        | Q(telemetry_owner__isnull=True) & (Q(owner_id=participant_id) | Q(owner__isnull=True, grid__owner_id=participant_id)))
+
+
+def _owner(principal: Principal, action: str, resource: str, model) -> Decision:
+    if not principal.has(OPERATOR):
+        return _deny(403, "not_permitted", "this credential does not act as an operator", rule="deny:not_operator")
+    participant = principal.participant
+    if resource == "point":
+        return Decision(allowed=True, rule="owner", queryset=owned_points(participant.pk), provider=participant)
+    if action in (ADD, CHANGE) and resource in ("run", "asset"):  # where one may add: the grids one owns
+        return Decision(allowed=True, rule="owner", queryset=twin.Grid.objects.filter(owner=participant), provider=participant)
+    if resource == "batch" and action != VIEW:
+        return _deny(403, "not_permitted", "only a gateway key (Authorization: Gateway <key>) sends readings", rule="deny:not_gateway")
+    owned_model, lookup = OWNED[resource]
+    rows = (model or owned_model).objects.filter(**{lookup: participant})
+    return Decision(allowed=True, rule="owner", queryset=rows, provider=participant)
+
+
+def agreements_in_force(participant_id: int, at: datetime) -> QuerySet[Agreement]:
+    """The agreements a participant consumes that are active and within their validity period at `at`."""
+    return Agreement.objects.filter(consumer_id=participant_id, status=Agreement.Status.ACTIVE, valid_from__lte=at, valid_until__gt=at)
+
+
+def _pick(candidates: list[Agreement], wanted: str | None) -> Agreement | Decision:
+    if wanted:
+        chosen = [a for a in candidates if str(a.pk) == wanted or a.uid == wanted]
+        return chosen[0] if chosen else _deny(404, *NOT_FOUND, rule="deny:no_agreement")
+    if len(candidates) > 1:
+        return _deny(400, "agreement_required", "several agreements grant this: name one with ?agreement=<id or uid>",
+                     rule="deny:ambiguous", agreements=[a.pk for a in candidates])
+    return candidates[0]
+
+
+def _agreement(principal: Principal, action: str, resource: str, *, purpose: str | None, model, wanted: str | None,
+               at: datetime) -> Decision:
+    if action != VIEW or not principal.has(CONSUMER):
+        return _deny(403, "not_permitted", "this credential does not read shared views", rule="deny:not_consumer")
+    if not purpose:
+        return _deny(400, "purpose_required", f"declare the purpose of this request with ?{PURPOSE_PARAMETER}= "
+                     f"({', '.join(Purpose.values)})", rule="deny:no_purpose")
+    if purpose not in Purpose.values:
+        return _deny(400, "unknown_purpose", f"purpose is one of {', '.join(Purpose.values)}", rule="deny:no_purpose")
+    category = SHARED[resource]
+    in_force = [a for a in agreements_in_force(principal.participant.pk, at) if category in a.categories]
+    candidates = [a for a in in_force if a.purpose == purpose]
+    if not candidates:
+        if in_force:
+            return _deny(403, "purpose_not_granted", f"no agreement in force grants {category} for the purpose {purpose}",
+                         rule="deny:purpose")
+        return _deny(404, *NOT_FOUND, rule="deny:no_agreement")
+    chosen = _pick(candidates, wanted)
+    if isinstance(chosen, Decision):
+        return chosen
+    return Decision(allowed=True, rule=f"agreement:{category}", queryset=shared_rows(chosen, resource, model),
+                    obligations=obligations_of(chosen), agreement=chosen, provider=chosen.provider)
+
+
+def shared_rows(agreement: Agreement, resource: str, model=None) -> QuerySet:
+    """The rows a shared view may show under an agreement."""
+    if resource in ("shared.asset", "shared.topology"):
+        return scope.scope_assets(agreement, model or twin.Bus)
+    if resource == "shared.telemetry":
+        return scope.scope_points(agreement)
+    if resource in ("shared.run", "shared.hosting"):
+        return scope.scope_runs(agreement)
+    return scope.scope_violations(agreement)
+
+
+def obligations_of(agreement: Agreement) -> Obligations:
+    """An agreement's terms as the obligations a response must respect."""
+    dropped = frozenset(name for key in agreement.dropped_fields for name in DROPPABLE_FIELDS[key])
+    return Obligations(drop_fields=dropped, resolution=agreement.resolution, group_by=agreement.group_by,
+                       min_group_size=agreement.min_group_size, data_start=agreement.data_start, data_end=agreement.data_end,
+                       attribution=agreement.attribution, delete_after_days=agreement.delete_after_days)
+
+
+def _hub(principal: Principal, action: str, resource: str) -> Decision:
+    """Agreements: a participant sees those it provides or consumes; its stewards write them. Audit: the provider's own."""
+    participant = principal.participant
+    if resource == "decision":
+        return Decision(allowed=True, rule="explain")
+    if resource == "agreement":
+        if action != VIEW and not principal.has(STEWARD):
+            return _deny(403, "steward_required", "only a steward of the provider writes agreements", rule="deny:not_steward")
+        if action == VIEW and not (principal.has(OPERATOR) or principal.has(CONSUMER) or principal.has(STEWARD)):
+            return _deny(403, "not_permitted", "this credential does not read agreements", rule="deny:not_permitted")
+        rows = Agreement.objects.filter(Q(provider=participant) | Q(consumer=participant))
+        if action != VIEW:
+            rows = rows.filter(provider=participant)
+        return Decision(allowed=True, rule="owner" if action == VIEW else "steward", queryset=rows, provider=participant)
+    if resource == "owner_consent":
+        if not principal.has(OPERATOR):
+            return _deny(403, "not_permitted", "this credential does not act as an operator", rule="deny:not_operator")
+        return Decision(allowed=True, rule="owner", queryset=twin.OwnerConsent.objects.filter(owner=participant), provider=participant)
+    if not (principal.has(STEWARD) or principal.has(OPERATOR)):
+        return _deny(403, "not_permitted", "this credential does not read the audit", rule="deny:not_permitted")
+    return Decision(allowed=True, rule="owner", queryset=AuditEntry.objects.filter(provider_iri=participant.iri), provider=participant)

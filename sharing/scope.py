@@ -1,0 +1,99 @@
+"""What an agreement's scope covers, as querysets of the twin (grids, assets, metered points, runs, results).
+
+One place turns the scope terms of an `Agreement` (grids, feeders, asset types, listed assets) into rows:
+the decision point hands these querysets to the views; nothing else builds them.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from sharing.models import Agreement
+from twin import models as twin
+
+MODEL_OF_TYPE = {
+    "bus": twin.Bus,
+    "external_grid": twin.ExternalGrid,
+    "line": twin.Line,
+    "transformer": twin.Transformer,
+    "switch": twin.Switch,
+    "load": twin.Load,
+    "static_generator": twin.StaticGenerator,
+    "storage": twin.Storage,
+    "ev_charger": twin.EVCharger,
+    "meter": twin.Meter,
+}
+TYPE_OF_MODEL = {model: name for name, model in MODEL_OF_TYPE.items()}
+# Types whose telemetry a meter carries: the type of the asset it measures (a meter of a bus measures the bus).
+MEASURED_TYPES = ["bus", "load", "static_generator", "storage", "ev_charger", "external_grid", "line", "transformer"]
+
+
+def scope_grids(agreement: Agreement) -> QuerySet[twin.Grid]:
+    """The provider's grids the agreement covers (all of them when it lists none)."""
+    grids = twin.Grid.objects.filter(owner_id=agreement.provider_id)
+    if agreement.grid_iris:
+        grids = grids.filter(iri__in=agreement.grid_iris)
+    return grids
+
+
+def scope_feeders(agreement: Agreement) -> QuerySet[twin.Feeder]:
+    """Feeders of the covered grids, narrowed to the listed ones."""
+    feeders = twin.Feeder.objects.filter(grid__in=scope_grids(agreement))
+    if agreement.feeder_iris:
+        feeders = feeders.filter(iri__in=agreement.feeder_iris)
+    return feeders
+
+
+def _feeder_condition(agreement: Agreement, model) -> Q:
+    if not agreement.feeder_iris:
+        return Q()
+    if model is twin.Feeder:
+        return Q(iri__in=agreement.feeder_iris)
+    if any(f.name == "feeder" for f in model._meta.get_fields()):
+        return Q(feeder__iri__in=agreement.feeder_iris)
+    return Q(pk__in=[])  # base voltages belong to no feeder
+
+
+def scope_assets(agreement: Agreement, model) -> QuerySet:
+    """Rows of one twin model inside the scope: covered grids and feeders, listed types and assets; never retired meters."""
+    rows = model.objects.filter(grid__in=scope_grids(agreement)).filter(_feeder_condition(agreement, model))
+    type_name = TYPE_OF_MODEL.get(model)
+    if agreement.asset_types and type_name is not None and type_name not in agreement.asset_types:
+        return rows.none()
+    if agreement.asset_iris and type_name is not None:
+        rows = rows.filter(iri__in=agreement.asset_iris)
+    if model is twin.Meter:
+        rows = rows.filter(retired_at__isnull=True)
+    return rows
+
+
+def scope_points(agreement: Agreement) -> QuerySet[twin.Meter]:
+    """Meters whose telemetry the agreement covers: in the covered grids and feeders, measuring an asset of a listed type
+    (or a listed asset), and only readings the provider itself sent (provenance: `telemetry_owner`)."""
+    meters = twin.Meter.objects.filter(grid__in=scope_grids(agreement), retired_at__isnull=True,
+                                       telemetry_owner_id=agreement.provider_id).filter(_feeder_condition(agreement, twin.Meter))
+    types = [t for t in (agreement.asset_types or MEASURED_TYPES) if t in MEASURED_TYPES]
+    if agreement.asset_types or agreement.asset_iris:
+        measured = Q(pk__in=[])
+        for type_name in types:
+            assets = MODEL_OF_TYPE[type_name].objects.filter(grid__in=scope_grids(agreement))
+            if agreement.asset_iris:
+                assets = assets.filter(iri__in=agreement.asset_iris)
+            measured |= Q(measured_iri__in=assets.values("iri"))
+        if agreement.asset_iris:
+            measured |= Q(iri__in=agreement.asset_iris)
+        meters = meters.filter(measured)
+    return meters
+
+
+def scope_runs(agreement: Agreement) -> QuerySet[twin.LoadFlowRun]:
+    """Succeeded load-flow runs on the covered grids."""
+    return twin.LoadFlowRun.objects.filter(grid__in=scope_grids(agreement), status=twin.LoadFlowRun.Status.SUCCEEDED)
+
+
+def scope_violations(agreement: Agreement) -> QuerySet[twin.Violation]:
+    """Violations of covered runs on assets inside the scope (buses, lines, transformers)."""
+    iris = Q(pk__in=[])
+    for model in (twin.Bus, twin.Line, twin.Transformer):
+        iris |= Q(asset_iri__in=scope_assets(agreement, model).values("iri"))
+    return twin.Violation.objects.filter(run__in=scope_runs(agreement)).filter(iris)

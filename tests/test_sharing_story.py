@@ -1,0 +1,78 @@
+"""The aggregator story end to end through the API: the DSO's steward activates an agreement, the aggregator's OAuth2
+client reads hourly feeder aggregates, is refused raw data and another feeder, revocation takes effect at once, and
+the DSO reads the audit of who saw what."""
+
+from datetime import timedelta
+
+import pytest
+
+from sharing.models import Agreement, AuditEntry
+from sharing.testing import PURPOSE, START, agreement_terms, hub_world_create, oauth_client
+
+pytestmark = pytest.mark.django_db
+
+TELEMETRY = "/api/v1/shared/telemetry"
+
+
+@pytest.fixture
+def world():
+    return hub_world_create()
+
+
+def telemetry(client, **params):
+    query = {"purpose": PURPOSE, "quantity": "active_power", "start": START.isoformat(),
+             "end": (START + timedelta(hours=2)).isoformat(), **params}
+    return client.get(TELEMETRY, query)
+
+
+def test_the_steward_activates_and_the_aggregator_reads_hourly_feeder_aggregates(world):
+    steward, operator = world.clients["provider_steward"], world.clients["provider_operator"]
+    terms = agreement_terms(world.provider, world.consumer, feeder_iris=[world.feeders[1].iri])
+    body = {**{k: v for k, v in terms.items() if k != "consumer"}, "consumer": world.consumer.iri,
+            "valid_from": terms["valid_from"].isoformat(), "valid_until": terms["valid_until"].isoformat()}
+    created = steward.post("/api/v1/sharing/agreements", body, format="json")
+    assert created.status_code == 201, created.content
+    agreement_id = created.json()["id"]
+    assert operator.post(f"/api/v1/sharing/agreements/{agreement_id}/activate").status_code == 403  # an operator is no steward
+    assert steward.post(f"/api/v1/sharing/agreements/{agreement_id}/offer").json()["status"] == "offered"
+    assert steward.post(f"/api/v1/sharing/agreements/{agreement_id}/activate").json()["status"] == "active"
+
+    aggregator = world.clients["consumer"]
+    response = telemetry(aggregator, agreement=str(agreement_id))
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["resolution"] == "hour" and body["group_by"] == "feeder"
+    [group] = body["series"]
+    assert group["group"] == world.feeders[1].iri and group["meters"] == 6 and not group["suppressed"]
+    assert [b["meters"] for b in group["buckets"]] == [6, 6]
+
+    assert telemetry(aggregator, agreement=str(agreement_id), resolution="raw").status_code == 403  # finer than granted
+    assert telemetry(aggregator, agreement=str(agreement_id), purpose="research").status_code == 403  # purpose not granted
+    other_feeder = aggregator.get("/api/v1/shared/meters", {"purpose": PURPOSE, "agreement": str(agreement_id)}).json()
+    assert {m["feeder"] for m in other_feeder["results"]} == {world.feeders[1].iri}  # feeders 0 and 2 stay invisible
+    assert all("owner" not in m for m in other_feeder["results"])  # the agreement drops owners
+
+    assert steward.post(f"/api/v1/sharing/agreements/{agreement_id}/revoke", {"reason": "end of tender"}, format="json").status_code == 200
+    assert telemetry(aggregator, agreement=str(agreement_id)).status_code == 404  # revocation takes effect on the next request
+
+    audit = operator.get("/api/v1/sharing/audit", {"agreement_uid": created.json()["uid"]}).json()["results"]
+    reads = [e for e in audit if e["resource"] == "shared.telemetry" and e["allowed"]]
+    assert reads and reads[-1]["participant_iri"] == world.consumer.iri and reads[-1]["records"] == 2
+
+
+def test_a_small_feeder_is_suppressed_and_says_so(world):
+    small = oauth_client(world.consumer, "flex-small")
+    Agreement.objects.filter(pk=world.agreement.pk).update(min_group_size=7)
+    body = telemetry(small).json()
+    [group] = body["series"]
+    assert group["suppressed"] and group["reason"] == "group_too_small" and group["buckets"] == []
+
+
+def test_every_request_is_audited_and_the_chain_verifies(world):
+    from django.core.management import call_command
+
+    before = AuditEntry.objects.count()
+    telemetry(world.clients["consumer"])
+    telemetry(world.clients["outsider"])
+    assert AuditEntry.objects.count() == before + 2
+    call_command("verify_audit")
