@@ -39,6 +39,7 @@ bench: install
 	$(PY) benchmarks/cgmes_sv_check.py
 	$(PY) benchmarks/simbench_roundtrip.py
 	$(PY) benchmarks/ingest_throughput.py
+	$(PY) benchmarks/sharing_read.py
 
 ## serve: the API under gunicorn (config/gunicorn_conf.py), with the deployment's environment (SECRET_KEY, DATABASE_URL, CELERY_BROKER_URL, ALLOWED_HOSTS)
 serve: install

@@ -1,8 +1,11 @@
 """Reads for ingest: whose points a principal may see or write, batches, readings and their aggregates.
 
 A principal is a user (acting for the participants whose member it is) or a telemetry source (acting
-for its one participant). A participant's measurement points are the meters it owns, and the meters
-without an owner of the grids it owns.
+for its one participant). Readings belong to the participant whose gateway sent them (provenance,
+`Meter.telemetry_owner`, fixed by the first batch stored for the meter), not to whoever the meter's
+`owner` field names now. A participant's measurement points (`meters_of`) are the meters it sent readings
+for, and the meters without readings yet that it may write: those it owns, and unowned ones of its grids.
+A gateway writes only to those of them that are not retired (`point_ids_for(..., writable=True)`).
 """
 
 from __future__ import annotations
@@ -35,14 +38,29 @@ def participant_ids_of(principal) -> list[int]:
     return list(participants_of(principal).values_list("id", flat=True))
 
 
-def meters_of(participant_ids: list[int]) -> QuerySet[twin.Meter]:
-    """The measurement points of these participants (owned meters, and unowned meters of their grids)."""
-    return twin.Meter.objects.filter(Q(owner__in=participant_ids) | Q(owner__isnull=True, grid__owner__in=participant_ids))
+def meters_of(participant_ids: list[int], *, writable: bool = False) -> QuerySet[twin.Meter]:
+    """The measurement points of these participants (module docstring); `writable`: only those a gateway of theirs
+    may send readings to, i.e. not retired.
+
+    The rule: a meter is a participant's point when its `telemetry_owner` is that participant, or when it has no
+    telemetry owner yet and the participant owns it (`owner`), or it has no owner and the participant owns its grid.
+    So a grid owner that renames a meter's owner neither takes over the readings another participant's gateway sent
+    nor can write to that meter; and a meter that had readings stays its sender's after a re-publish retired it.
+    """
+    mine = Q(telemetry_owner__in=participant_ids) | Q(telemetry_owner__isnull=True) & (
+        Q(owner__in=participant_ids) | Q(owner__isnull=True, grid__owner__in=participant_ids))
+    meters = twin.Meter.objects.filter(mine)
+    return meters.filter(retired_at__isnull=True) if writable else meters
 
 
-def point_ids_for(participant_ids: list[int], keys: set[str]) -> dict[str, int]:
-    """Map point keys (meter IRIs, or ids as text) to the ids of those meters that are these participants' points."""
-    meters = meters_of(participant_ids)
+def point_ids_for(scope: list[int] | QuerySet[twin.Meter], keys: set[str], *, writable: bool = False) -> dict[str, int]:
+    """Map point keys (meter IRIs, or ids as text) to the ids of the meters in scope: these participants' points
+    (`scope` a list of participant ids, `meters_of`), or the meters a decision allows (`scope` a Meter queryset).
+    With `writable`, only the points a gateway may write (not retired). One query per kind of key on PostgreSQL."""
+    if isinstance(scope, QuerySet):
+        meters = scope.filter(retired_at__isnull=True) if writable else scope
+    else:
+        meters = meters_of(scope, writable=writable)
     # Ids as text in ASCII digits, within bigint ("²" is a digit to str.isdigit; 10**20 is no meter's id).
     numeric = [number for key in keys if key.isascii() and key.isdigit() and (number := int(key)) <= MAX_ID]
     found: dict[str, int] = {}

@@ -5,6 +5,10 @@ stores it as received and publishes the processing task only once that transacti
 `telemetry_batch_process` (the Celery task) claims the batch, validates and writes it in one
 transaction; a batch that keeps failing is dead-lettered with its error after a bounded number of
 deliveries. Every step can run twice without changing the outcome.
+
+Readings belong to the participant whose gateway sent them: the transaction that first stores readings for a
+meter fixes its `telemetry_owner` to the batch's participant, once (`_points_claim`). Which meters a gateway
+may write is the rule of `ingest.selectors.meters_of` (writable).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -21,10 +26,20 @@ from django.utils import timezone
 
 from ingest import selectors
 from ingest.payloads import PayloadError, count_batch, decode_batch, media_type_of
-from ingest.validation import readings_validate
-from ingest.writer import binary_cursor, partitions_ahead, partitions_ensure, readings_write, rollups_rebuild, rollups_refresh
+from ingest.validation import ValidatedBatch, readings_validate
+from ingest.writer import (
+    Int8Array,
+    binary_array,
+    binary_cursor,
+    partitions_ahead,
+    partitions_ensure,
+    readings_write,
+    rollups_rebuild,
+    rollups_refresh,
+)
 from twin import models as twin
 from twin.rdf_codec import TripleWriter, write_meters
+from twin.selectors import chunks
 from twin.services import grid_apply_changes
 
 logger = logging.getLogger(__name__)
@@ -33,6 +48,22 @@ REJECTION_INSERT_CHUNK = 5000
 ROLLUP_SETTLE_S = 300  # the hours a batch marked are recomputed once it finished this long ago
 # Assets whose SimBench profile a replay turns into readings, and the kind of meter that measures each.
 PROFILED_METER_KINDS = [(twin.Load, "smart_meter"), (twin.StaticGenerator, "pv_inverter"), (twin.Storage, "battery")]
+POINT_CLAIM_ATTEMPTS = 3  # resolve → write rounds when a point changes hands meanwhile (a concurrent re-publish)
+# The PostgreSQL form of `selectors.meters_of(writable=True)` restricted to meters without a telemetry owner yet,
+# locked in id order (two workers claiming overlapping new meters never deadlock), then given the batch's participant.
+CLAIM_SQL = (
+    "UPDATE twin_meter SET telemetry_owner_id = %(participant)s WHERE id IN ("
+    "SELECT m.id FROM twin_meter m JOIN twin_grid g ON g.id = m.grid_id "
+    "WHERE m.id = ANY(%(points)s) AND m.telemetry_owner_id IS NULL AND m.retired_at IS NULL "
+    "AND (m.owner_id = %(participant)s OR m.owner_id IS NULL AND g.owner_id = %(participant)s) "
+    "ORDER BY m.id FOR UPDATE OF m)"
+)
+CLAIMED_SQL = ("SELECT count(*) FROM twin_meter WHERE id = ANY(%(points)s) AND telemetry_owner_id = %(participant)s "
+               "AND retired_at IS NULL")
+
+
+class PointsMoved(RuntimeError):
+    """A point of the batch stopped being its source's to write between resolving it and writing its readings."""
 
 
 @transaction.atomic
@@ -124,7 +155,10 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
 
     Claims the batch first (counting the delivery): a finished batch is left alone (a duplicate
     delivery is a no-op), and a batch delivered more than GRIDTWIN_TELEMETRY_MAX_ATTEMPTS times is
-    dead-lettered instead of processed. Returns the finished batch, or None when there was nothing to do.
+    dead-lettered instead of processed. Only points the source may write are stored (the rest are
+    `unknown_point`), and the first readings of a meter fix its telemetry owner (`_points_claim`); when a
+    point changed hands between resolving and writing, nothing is written and the batch is resolved again.
+    Returns the finished batch, or None when there was nothing to do.
     """
     now = timezone.now()
     claimed = twin.TelemetryBatch.objects.filter(pk=batch_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
@@ -141,22 +175,56 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
         twin.TelemetryBatch.objects.filter(pk=batch_id).update(status=Status.FAILED, finished_at=timezone.now(),
                                                                error=f"{exc.reason}: {exc.message}")
         return None
-    point_ids = selectors.point_ids_for([batch.participant_id], decoded.point_keys())
-    validated = readings_validate(decoded, point_ids=point_ids, now=now)
-    partitions_ensure(validated)
-    with transaction.atomic():
-        still_running = twin.TelemetryBatch.objects.select_for_update().filter(pk=batch_id, status=Status.RUNNING)
-        if not still_running.values_list("pk", flat=True):
-            return None  # another delivery of the same batch finished it while this one waited for the lock
-        accepted = readings_write(validated, batch_id=batch_id)
-        twin.RejectedReading.objects.bulk_create(
-            [twin.RejectedReading(batch_id=batch_id, position=r.position, reason=r.reason, message=r.message[:500], reading=r.reading)
-             for r in validated.rejections], batch_size=REJECTION_INSERT_CHUNK)
-        twin.TelemetryBatch.objects.filter(pk=batch_id).update(
-            status=Status.SUCCEEDED, finished_at=timezone.now(), error="", received_count=validated.received_count,
-            accepted_count=accepted, duplicate_count=validated.duplicate_count + len(validated) - accepted,
-            rejected_count=len(validated.rejections))
-    return twin.TelemetryBatch.objects.defer("body").get(pk=batch_id)
+    for _ in range(POINT_CLAIM_ATTEMPTS):
+        point_ids = selectors.point_ids_for([batch.participant_id], decoded.point_keys(), writable=True)
+        validated = readings_validate(decoded, point_ids=point_ids, now=now)
+        partitions_ensure(validated)
+        try:
+            with transaction.atomic():
+                still_running = twin.TelemetryBatch.objects.select_for_update().filter(pk=batch_id, status=Status.RUNNING)
+                if not still_running.values_list("pk", flat=True):
+                    return None  # another delivery of the same batch finished it while this one waited for the lock
+                if not _points_claim(validated, participant_id=batch.participant_id):
+                    raise PointsMoved(f"a point of batch {batch_id} changed hands while it was written")
+                accepted = readings_write(validated, batch_id=batch_id)
+                twin.RejectedReading.objects.bulk_create(
+                    [twin.RejectedReading(batch_id=batch_id, position=r.position, reason=r.reason, message=r.message[:500],
+                                          reading=r.reading) for r in validated.rejections], batch_size=REJECTION_INSERT_CHUNK)
+                twin.TelemetryBatch.objects.filter(pk=batch_id).update(
+                    status=Status.SUCCEEDED, finished_at=timezone.now(), error="", received_count=validated.received_count,
+                    accepted_count=accepted, duplicate_count=validated.duplicate_count + len(validated) - accepted,
+                    rejected_count=len(validated.rejections))
+        except PointsMoved:
+            continue  # nothing was written: resolve the points again, the moved ones are unknown_point now
+        return twin.TelemetryBatch.objects.defer("body").get(pk=batch_id)
+    raise PointsMoved(f"the points of batch {batch_id} kept changing hands in {POINT_CLAIM_ATTEMPTS} attempts")
+
+
+def _points_claim(validated: ValidatedBatch, *, participant_id: int) -> bool:
+    """Fix the provenance of the batch's points, then confirm every one is still the batch participant's to write.
+
+    Inside the write's transaction: the points without a telemetry owner that the participant may write get it as
+    their `telemetry_owner` (one statement over the distinct points; it locks only those rows, so the first batch of a
+    meter and a re-publish dropping it go one after the other — see twin.services `_stale_meters_remove`). Then
+    every point must have the participant as telemetry owner and not be retired; False when one does not (it was
+    re-owned, claimed by another participant's gateway, retired or deleted since `point_ids_for` resolved it), and
+    the caller writes nothing and resolves again.
+    """
+    points = np.unique(validated.point_id)
+    if not len(points):
+        return True
+    if connection.vendor == "postgresql":
+        params = {"participant": participant_id, "points": binary_array(Int8Array, points)}
+        with binary_cursor() as cursor:
+            cursor.execute(CLAIM_SQL, params)
+            cursor.execute(CLAIMED_SQL, params)
+            return cursor.fetchone()[0] == len(points)
+    claimed = 0
+    for part in chunks(points.tolist()):
+        selectors.meters_of([participant_id], writable=True).filter(id__in=part, telemetry_owner__isnull=True) \
+            .update(telemetry_owner_id=participant_id)
+        claimed += twin.Meter.objects.filter(id__in=part, telemetry_owner_id=participant_id, retired_at__isnull=True).count()
+    return claimed == len(points)
 
 
 def telemetry_batch_dead_letter(*, batch_id: int, error: str) -> bool:

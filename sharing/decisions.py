@@ -151,7 +151,8 @@ def _owner(principal: Principal, action: str, resource: str, model) -> Decision:
 
 def agreements_in_force(participant_id: int, at: datetime) -> QuerySet[Agreement]:
     """The agreements a participant consumes that are active and within their validity period at `at`."""
-    return Agreement.objects.filter(consumer_id=participant_id, status=Agreement.Status.ACTIVE, valid_from__lte=at, valid_until__gt=at)
+    return Agreement.objects.filter(consumer_id=participant_id, status=Agreement.Status.ACTIVE, valid_from__lte=at,
+                                    valid_until__gt=at).select_related("provider")
 
 
 def _pick(candidates: list[Agreement], wanted: str | None) -> Agreement | Decision:

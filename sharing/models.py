@@ -113,7 +113,8 @@ class Agreement(models.Model):
     valid_until = models.DateTimeField()
     grid_iris = models.JSONField(default=list, blank=True, help_text="Grids in scope (IRIs); empty: all of the provider's.")
     feeder_iris = models.JSONField(default=list, blank=True, help_text="Feeders in scope (IRIs); empty: every feeder of those grids.")
-    asset_types = models.JSONField(default=list, blank=True, help_text=f"Asset types in scope; empty: all. One of {', '.join(ASSET_TYPES)}.")
+    asset_types = models.JSONField(default=list, blank=True,
+                                   help_text=f"Asset types in scope; empty: all. One of {', '.join(ASSET_TYPES)}.")
     asset_iris = models.JSONField(default=list, blank=True, help_text="Listed assets (IRIs); empty: every asset of the scope.")
     categories = models.JSONField(default=list, help_text="Data categories permitted.")
     dropped_fields = models.JSONField(default=list, blank=True, help_text=f"Fields removed: {', '.join(DROPPABLE_FIELDS)}.")

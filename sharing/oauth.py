@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, get_application_model
+from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import SettingsScopes
 
 from sharing.models import ApiClient
@@ -24,6 +25,16 @@ class ApiClientScopes(SettingsScopes):
     def get_default_scopes(self, application=None, request=None, *args, **kwargs):
         available = self.get_available_scopes(application, request, *args, **kwargs)
         return [scope for scope in super().get_default_scopes(application, request, *args, **kwargs) if scope in available]
+
+
+class ApiClientValidator(OAuth2Validator):
+    """Only a registered API client that is neither expired nor revoked authenticates at the token endpoint."""
+
+    def authenticate_client(self, request, *args, **kwargs):
+        if not super().authenticate_client(request, *args, **kwargs):
+            return False
+        client = getattr(request.client, "api_client", None)
+        return client is not None and client.is_usable
 
 
 @transaction.atomic

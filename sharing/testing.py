@@ -111,7 +111,8 @@ def run_with_results(grid: twin.Grid) -> twin.LoadFlowRun:
                                           at=START, inputs={"measured": 4, "profile": 0, "last_value": 0, "declared": 0},
                                           summary={"vm_min_pu": 0.97}, finished_at=timezone.now())
     buses = list(twin.Bus.objects.filter(grid=grid).order_by("id"))
-    twin.BusResult.objects.bulk_create([twin.BusResult(run=run, bus=bus, vm_pu=1.0 - 0.01 * k, va_degree=0.0) for k, bus in enumerate(buses)])
+    twin.BusResult.objects.bulk_create([twin.BusResult(run=run, bus=bus, vm_pu=1.0 - 0.01 * k, va_degree=0.0)
+                                        for k, bus in enumerate(buses)])
     twin.Violation.objects.create(run=run, grid=grid, element="bus", asset_iri=buses[-1].iri, quantity="vm_pu", start=START,
                                   end=START + timedelta(minutes=15), steps=1, value=0.89, limit=0.9, severity="major")
     return run

@@ -7,9 +7,66 @@ from twin import models
 
 @admin.register(models.Participant)
 class ParticipantAdmin(admin.ModelAdmin):
+    """Participants: a superuser sees all; a data steward sees and edits the ones it stewards, and registers new ones.
+
+    The steward relation is the permission, here and in `sharing.admin` (which asks `stewarded`): for non-superusers
+    Django's model permissions are not consulted, so nobody assigns them by hand. A steward needs `is_staff` to log in.
+    """
+
     list_display = ["name", "iri"]
     search_fields = ["name", "iri"]
+    fields = ["name", "iri", "roles", "members", "stewards"]
     filter_horizontal = ["members", "stewards"]
+
+    @staticmethod
+    def stewarded(request) -> dict[int, str]:
+        """The participants (pk → IRI) the request's user is a data steward of, read once per request; none unless active staff."""
+        found = getattr(request, "_gridtwin_stewarded", None)
+        if found is None:
+            user = request.user
+            found = dict(models.Participant.objects.filter(stewards=user).values_list("pk", "iri")) \
+                if user.is_active and user.is_staff else {}
+            request._gridtwin_stewarded = found
+        return found
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request)
+        return rows if request.user.is_superuser else rows.filter(pk__in=list(self.stewarded(request)))
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser or bool(self.stewarded(request))
+
+    def has_view_permission(self, request, obj=None):
+        mine = self.stewarded(request)
+        return request.user.is_superuser or (bool(mine) and (obj is None or obj.pk in mine))
+
+    has_change_permission = has_view_permission
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser or bool(self.stewarded(request))
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["iri"] if obj is not None else []  # the IRI is the participant's identity in every agreement and audit entry
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "roles":
+            from django import forms  # here, not at the top: this class is all of this module that the stewards' admin owns
+
+            return forms.MultipleChoiceField(choices=models.Participant.Role.choices, widget=forms.CheckboxSelectMultiple,
+                                             required=False, help_text="Roles of the organisation.")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def save_related(self, request, form, formsets, change):
+        """Stewards are members; a steward who registers a participant becomes its steward (or would lose it at once)."""
+        super().save_related(request, form, formsets, change)
+        participant = form.instance
+        if not change and not request.user.is_superuser:
+            participant.stewards.add(request.user)
+        participant.members.add(*participant.stewards.all())
+        request._gridtwin_stewarded = None
 
 
 @admin.register(models.Grid)
@@ -46,9 +103,35 @@ class CredentialAdmin(admin.ModelAdmin):
     """Tokens and gateway keys: issued by commands (the secret is shown once), revoked here."""
 
     list_display = ["prefix", "kind", "participant", "user", "name", "created_at", "last_used_at", "expires_at", "revoked_at"]
-    list_filter = ["kind", "participant"]
-    readonly_fields = ["kind", "participant", "user", "prefix", "created_at", "last_used_at"]
+    list_filter = ["kind", ("participant", admin.RelatedOnlyFieldListFilter)]
+    readonly_fields = ["kind", "participant", "user", "prefix", "created_at", "last_used_at", "revoked_at"]  # revoked for good
     search_fields = ["prefix", "name"]
+    actions = ["revoke_credentials"]
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request).select_related("participant", "user")
+        return rows if request.user.is_superuser else rows.filter(participant_id__in=list(ParticipantAdmin.stewarded(request)))
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser or bool(ParticipantAdmin.stewarded(request))
+
+    def has_view_permission(self, request, obj=None):
+        mine = ParticipantAdmin.stewarded(request)
+        return request.user.is_superuser or (bool(mine) and (obj is None or obj.participant_id in mine))
+
+    has_change_permission = has_view_permission
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+    @admin.action(description="Revoke the selected credentials (refused from now on)", permissions=["change"])
+    def revoke_credentials(self, request, queryset):
+        revoked = 0
+        for credential in queryset.filter(revoked_at__isnull=True):
+            credential.revoke()
+            self.log_change(request, credential, "Revoked.")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} credential{'s' if revoked != 1 else ''}.")

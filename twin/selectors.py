@@ -41,10 +41,16 @@ def assets_operated_by(user, model) -> QuerySet:
 
 
 def grid_rows(grid: models.Grid, iris: set[str] | None = None) -> tuple[dict, dict[str, list[dict]], dict[str, dict]]:
-    """A grid's rows as `values()` dicts per model (optionally only those with the given IRIs) and the IRI maps."""
+    """A grid's rows as `values()` dicts per model (optionally only those with the given IRIs) and the IRI maps.
+
+    Retired meters (dropped by a re-publish, kept for their readings) are not part of the grid's model: they are
+    left out, so the grid's RDF form (export, the context a change is validated in) is the grid as last published.
+    """
     rows = {}
     for name in ROW_MODELS:
         queryset = getattr(models, name).objects.filter(grid=grid).order_by("id")
+        if name == "Meter":
+            queryset = queryset.filter(retired_at__isnull=True)
         if iris is None:
             rows[name] = list(queryset.values())
         else:

@@ -1,4 +1,15 @@
-"""Writes to the twin: importing a grid graph (all or nothing, idempotent by IRI) and applying changes."""
+"""Writes to the twin: importing a grid graph (all or nothing, idempotent by IRI) and applying changes.
+
+Ownership is provenance, not a writable field. Two rules of every write, each stated once here:
+
+* **Naming an owner** (`_participant_ids`): an asset's `gt:owner` is the grid's owner, or a participant that
+  consented to own assets in this grid (an `OwnerConsent` for the grid's IRI). Anything else is refused with
+  one message, whether or not the named participant exists, so a refusal reveals nothing about who is registered.
+  The owner field never moves readings: those belong to `Meter.telemetry_owner`, which only ingest sets.
+* **Retire, never delete, what has readings** (`_stale_meters_remove`): a re-publish that drops a meter with
+  readings retires it (`retired_at`, out of service) instead of deleting it; retired meters are left out of the
+  grid's RDF form and of the re-publish diff, and an upload that brings the meter's IRI back un-retires it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 from rdflib import Graph
 
 from ontology.document import RdfDocument, term_key
@@ -29,6 +42,7 @@ FOREIGN_KEYS = {
     "hv_bus": "Bus",
     "lv_bus": "Bus",
 }
+OWNER_REFUSED = "gt:owner names a participant that has not consented to own assets in this grid"
 
 
 class ShapeViolation(OntologyError):
@@ -55,7 +69,8 @@ class IriConflict(OntologyError):
 
 @dataclass
 class ImportResult:
-    """What an import did: per model, how many rows were created, updated and deleted."""
+    """What an import did: per model, how many rows were created, updated and deleted (and, for meters with
+    readings that a re-publish dropped, how many were `retired` instead of deleted)."""
 
     grid: models.Grid
     created: bool
@@ -92,8 +107,9 @@ def grid_import_graph(*, graph: Graph | RdfDocument, participant: models.Partici
     """Validate a whole-grid graph and make the stored grid equal to it, or write nothing.
 
     Idempotent by IRI: the same graph twice changes nothing; an edited graph updates rows in place
-    and rows whose IRI is no longer in the graph are deleted. Raises ShapeViolation (422) or
-    IriConflict (409).
+    and rows whose IRI is no longer in the graph are deleted, except meters with readings, which are
+    retired (module docstring). Asset owners other than the uploader need their consent. Raises
+    ShapeViolation (422) or IriConflict (409).
     """
     rows = _check(graph)
     grid_row = rows.grid
@@ -123,7 +139,8 @@ def grid_apply_changes(*, grid: models.Grid, graph: Graph | RdfDocument) -> Impo
 
     Every node in `graph` is judged with its stored neighbourhood (the buses, voltages, feeders and
     assets it refers to), not the whole grid, so a feeder-sized change validates in well under a second.
-    Each changed asset must be described completely, with its terminals. Nothing is deleted.
+    Each changed asset must be described completely, with its terminals. Nothing is deleted; a retired
+    meter described again is un-retired. Asset owners other than the grid's owner need their consent.
     """
     grid = models.Grid.objects.select_for_update().get(pk=grid.pk)
     document = RdfDocument.from_graph(graph)
@@ -137,7 +154,9 @@ def grid_apply_changes(*, grid: models.Grid, graph: Graph | RdfDocument) -> Impo
 
 
 def _write_rows(grid: models.Grid, rows: GridRows, result: ImportResult, *, delete_missing: bool) -> None:
-    ids = {"Participant": _participant_ids(rows)}
+    """Upsert the rows into the grid (whatever a row refers to first) and, with `delete_missing`, remove the rows
+    the upload no longer has, in reverse order: deleted, or for meters with readings retired."""
+    ids = {"Participant": _participant_ids(rows, grid)}
     for name in MODEL_ORDER:
         model = _model(name)
         incoming = rows.rows.get(name, [])
@@ -149,21 +168,57 @@ def _write_rows(grid: models.Grid, rows: GridRows, result: ImportResult, *, dele
     for name in reversed(MODEL_ORDER):
         model = _model(name)
         keep = {r["iri"] for r in rows.rows.get(name, [])}
-        stale = [pk for iri, pk in model.objects.filter(grid=grid).values_list("iri", "id") if iri not in keep] if delete_missing else []
+        current = model.objects.filter(grid=grid)
+        if model is models.Meter:
+            current = current.filter(retired_at__isnull=True)  # retired already: not in the diff, nothing to do again
+        stale = [pk for iri, pk in current.values_list("iri", "id") if iri not in keep] if delete_missing else []
+        if model is models.Meter:
+            result.counts[name]["retired"], stale = _stale_meters_remove(stale)
         for part in chunks(stale):
             model.objects.filter(id__in=part).delete()
         result.counts[name]["deleted"] = len(stale)
 
 
-def _participant_ids(rows: GridRows) -> dict[str, int]:
+def _stale_meters_remove(meter_ids: list[int]) -> tuple[int, list[int]]:
+    """Retire the meters a re-publish dropped that have readings; returns (how many retired, ids left to delete).
+
+    A meter has readings when ingest fixed its `telemetry_owner` (or, for readings stored before provenance was
+    recorded, when it has a latest value). The rows are locked first: a worker storing a meter's first readings
+    holds the same row lock while it sets `telemetry_owner`, so a meter is never deleted under readings being
+    written, and the worker finds a meter deleted before it came (ingest.services, `_points_claim`).
+    """
+    with_readings: list[int] = []
+    without: list[int] = []
+    for part in chunks(sorted(meter_ids)):
+        locked = dict(models.Meter.objects.select_for_update().filter(id__in=part).order_by("id").values_list("id", "telemetry_owner_id"))
+        measured = set(models.LatestReading.objects.filter(point_id__in=[pk for pk, owner in locked.items() if owner is None])
+                       .values_list("point_id", flat=True).distinct())
+        for pk, owner in locked.items():
+            (with_readings if owner is not None or pk in measured else without).append(pk)
+    now = timezone.now()
+    for part in chunks(with_readings):
+        models.Meter.objects.filter(id__in=part).update(retired_at=now, in_service=False)
+    return len(with_readings), without
+
+
+def _participant_ids(rows: GridRows, grid: models.Grid) -> dict[str, int]:
+    """IRI → id of the participants the rows name as asset owners, or ShapeViolation (422) when one may not be named.
+
+    The rule: an asset's `gt:owner` is the grid's owner, or a participant with an `OwnerConsent` for this grid's
+    IRI. A named IRI that is no registered participant gets the same violation as one without consent, so the
+    answer does not tell whether the participant exists.
+    """
     wanted = {r["owner"] for name in rows.rows for r in rows.rows[name] if r.get("owner")}
-    found = dict(models.Participant.objects.filter(iri__in=wanted).values_list("iri", "id"))
-    missing = sorted(wanted - set(found))
-    if missing:
+    if not wanted:
+        return {}
+    consented = Exists(models.OwnerConsent.objects.filter(owner=OuterRef("pk"), grid_iri=grid.iri))
+    found = dict(models.Participant.objects.filter(iri__in=wanted).filter(Q(pk=grid.owner_id) | consented)
+                 .values_list("iri", "id"))
+    refused = wanted - set(found)
+    if refused:
         raise ShapeViolation(ValidationReport([
-            Violation(focus_node=r["iri"], path=str(GT.owner), value=r["owner"],
-                      message="gt:owner names no registered participant")
-            for name in rows.rows for r in rows.rows[name] if r.get("owner") in missing
+            Violation(focus_node=r["iri"], path=str(GT.owner), value=r["owner"], message=OWNER_REFUSED)
+            for name in rows.rows for r in rows.rows[name] if r.get("owner") in refused
         ]))
     return found
 
@@ -198,6 +253,8 @@ def _upsert(model, grid: models.Grid, incoming: list[dict], existing: dict, ids:
     fields: set[str] = set()
     for row in incoming:
         values = _resolve(row, ids)
+        if model is models.Meter:
+            values["retired_at"] = None  # a meter the upload describes is in use: back from retirement if it was retired
         current = existing.get(row["iri"])
         if current is None:
             to_create.append(model(grid=grid, **values))
@@ -229,7 +286,8 @@ def twin_object_check(instance) -> ValidationReport:
     """Judge one edited row (before it is saved) by the shapes, together with its stored neighbourhood.
 
     This is how an admin save is validated: the row is written as RDF exactly as export would write
-    it, and only that node and its helper nodes are the focus.
+    it, and only that node and its helper nodes are the focus. The owner rule of uploads holds here too:
+    an owner other than the grid's needs that participant's consent.
     """
     grid = instance.grid
     grid_row, rows, iri_of = grid_rows(grid, iris=set())
@@ -238,4 +296,11 @@ def twin_object_check(instance) -> ValidationReport:
     document = RdfDocument.from_graph(rows_to_graph(grid_row, rows, iri_of))
     focus = {term_key(s) for s in document.subjects} - {grid.iri}
     context = RdfDocument.from_graph(neighbourhood_graph(grid, document))
-    return validate(normalise_numbers(document), context=context, focus_nodes=focus)
+    report = validate(normalise_numbers(document), context=context, focus_nodes=focus)
+    owner_iri = iri_of["Participant"].get(getattr(instance, "owner_id", None))
+    if owner_iri is not None:
+        try:
+            _participant_ids(GridRows(grid={}, rows={"Asset": [{"iri": instance.iri, "owner": owner_iri}]}), grid)
+        except ShapeViolation as exc:
+            report.violations.extend(exc.report.violations)
+    return report

@@ -118,6 +118,7 @@ OAUTH2_PROVIDER = {
     "ACCESS_TOKEN_EXPIRE_SECONDS": int(os.environ.get("GRIDTWIN_OAUTH_TOKEN_SECONDS", "3600")),
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
     "SCOPES_BACKEND_CLASS": "sharing.oauth.ApiClientScopes",
+    "OAUTH2_VALIDATOR_CLASS": "sharing.oauth.ApiClientValidator",
 }
 
 SPECTACULAR_SETTINGS = {

@@ -33,6 +33,7 @@ SHARED_PARAMETERS = [
                      description="Why you read this; an agreement in force must grant it."),
     OpenApiParameter(decisions.AGREEMENT_PARAMETER, str, description="Id or uid of the agreement to read under (when several grant it)."),
 ]
+FEEDER_PARAMETER = OpenApiParameter("feeder", str, description="Only this feeder (IRI) of the agreement's scope; 404 outside it.")
 BRANCH_ENDS = {twin.Line: ("from_bus", "to_bus"), twin.Transformer: ("hv_bus", "lv_bus"), twin.Switch: ("bus", "other_bus")}
 
 
@@ -41,6 +42,16 @@ class SharedViewSet(PolicyViewSet):
 
     def perform_content_negotiation(self, request, force=False):
         return super().perform_content_negotiation(request, force=True)  # the view renders RDF itself; errors are JSON
+
+    def in_feeder(self, rows):
+        """Rows narrowed to the feeder named by `?feeder=<IRI>` (one of the provider's groups, not a set the consumer makes);
+        404 when that feeder is outside the agreement, as when it does not exist."""
+        iri = self.request.query_params.get("feeder")
+        if not iri:
+            return rows
+        if not scope.scope_feeders(self.decision.agreement).filter(iri=iri).exists():
+            raise NotFound("no such feeder")
+        return rows.filter(feeder__iri=iri)
 
     def scoped(self, model):
         """Rows of another twin model under the same agreement (e.g. the lines of a topology)."""
@@ -75,9 +86,12 @@ class SharedAssetViewSet(SharedViewSet):
 
     resource = "shared.asset"
 
-    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[*SHARED_PARAMETERS, FEEDER_PARAMETER], responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        rows = asset_rows(self.get_queryset(), self.asset_model)
+        rows = self.get_queryset()
+        if any(f.name == "feeder" for f in self.asset_model._meta.get_fields()):
+            rows = self.in_feeder(rows)
+        rows = asset_rows(rows, self.asset_model)
         page, meta = _page(request, rows)
         return self.respond({**meta, "results": page}, len(page))
 
@@ -126,7 +140,7 @@ class SharedTelemetryViewSet(SharedViewSet):
 
     resource = "shared.telemetry"
 
-    @extend_schema(parameters=[*SHARED_PARAMETERS, SharedTelemetryQuery], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[*SHARED_PARAMETERS, FEEDER_PARAMETER, SharedTelemetryQuery], responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
         query = SharedTelemetryQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -148,7 +162,7 @@ class SharedTelemetryViewSet(SharedViewSet):
 
     def series(self, spec, start, end, resolution) -> tuple[list[dict], int]:
         """Per grid (its own time zone): group aggregates, or per-meter series when the agreement grants raw data."""
-        meters = self.get_queryset().values_list("id", "iri", "grid__iri", "grid__time_zone", "feeder__iri")
+        meters = self.in_feeder(self.get_queryset()).values_list("id", "iri", "grid__iri", "grid__time_zone", "feeder__iri")
         by_grid: dict[tuple[str, str], list[tuple[int, str, str | None]]] = defaultdict(list)
         for meter_id, iri, grid_iri, time_zone, feeder_iri in meters:
             by_grid[(grid_iri, time_zone)].append((meter_id, iri, feeder_iri))
@@ -186,7 +200,7 @@ class SharedRunViewSet(SharedViewSet):
         return [{**{name: run[name] for name in RUN_FIELDS}, "grid": run["grid__iri"]}
                 for run in runs.order_by("-id").values(*RUN_FIELDS, "grid__iri")]
 
-    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="v1_shared_loadflow_runs_list", parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
         page, meta = _page(request, self.run_rows(self.get_queryset()))
         return self.respond({**meta, "results": page}, len(page))

@@ -29,9 +29,20 @@ class AgreementSerializer(serializers.ModelSerializer):
     """An agreement's terms as JSON; who provides it, its state and its history are not writable (the lifecycle sets them)."""
 
     provider = serializers.SlugRelatedField(slug_field="iri", read_only=True)
-    consumer = serializers.SlugRelatedField(slug_field="iri", queryset=Participant.objects.all(),
-                                            error_messages={"does_not_exist": "no such participant"})
+    consumer = serializers.CharField(max_length=500, help_text="IRI of the consuming participant.")
     previous = serializers.SlugRelatedField(slug_field="uid", read_only=True)
+
+    def validate_consumer(self, iri: str) -> Participant:
+        """The consumer by IRI (a text field, so no form ever lists the hub's participants)."""
+        found = Participant.objects.filter(iri=iri).first()
+        if found is None:
+            raise serializers.ValidationError("no such participant")
+        return found
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["consumer"] = instance.consumer.iri
+        return data
 
     class Meta:
         model = Agreement
@@ -87,7 +98,7 @@ class AgreementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyV
             terms = odrl.graph_to_agreement_fields(odrl.parse_agreement(body, media_type))
             if terms.get("provider") != self.principal.participant:
                 raise ValidationError({"reason": "provider_mismatch", "message": "odrl:assigner must be your participant"})
-            return {k: v for k, v in terms.items() if k in Agreement.TERMS and k != "provider" or k == "uid"}
+            return {k: v for k, v in terms.items() if (k in Agreement.TERMS and k != "provider") or k == "uid"}
         serializer = self.get_serializer(data=_json(body))
         serializer.is_valid(raise_exception=True)
         return dict(serializer.validated_data)
@@ -158,6 +169,7 @@ class DecisionViewSet(PolicyViewSet):
     """Explain a decision: would this request be allowed for you, by which policy and agreement, with which obligations."""
 
     resource = "decision"
+    serializer_class = DecisionRequestSerializer
 
     @extend_schema(request=DecisionRequestSerializer, responses={200: OpenApiTypes.OBJECT})
     def create(self, request):

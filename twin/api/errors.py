@@ -1,5 +1,6 @@
 """One error shape for the whole API: `{"reason": <code>, "message": ..., ...}` with a 4xx status."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -20,9 +21,13 @@ DRF_REASONS = {
 
 
 def exception_handler(exc, context):
-    """Turn semantic-layer errors and DRF errors into the project's error body."""
-    if isinstance(exc, OntologyError):
+    """Turn domain errors (anything with `status` and `as_dict()`: semantic-layer, lifecycle …), Django's model validation
+    errors and DRF errors into the project's error body."""
+    if isinstance(exc, OntologyError) or (isinstance(getattr(exc, "status", None), int) and callable(getattr(exc, "as_dict", None))):
         return Response(exc.as_dict(), status=exc.status)
+    if isinstance(exc, DjangoValidationError):
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        return Response({"reason": "invalid", "message": "the request does not pass the model's rules", **errors}, status=400)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

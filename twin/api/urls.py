@@ -22,6 +22,7 @@ ASSET_ROUTES = {
 }
 
 router = DefaultRouter()
+router.include_root_view = False  # every endpoint is a PolicyViewSet; the schema (/api/schema/) lists them
 router.include_format_suffixes = False
 router.trailing_slash = "/?"  # both /grids/1/rdf and /grids/1/rdf/ answer
 router.register("models", views.ModelUploadViewSet, basename="model")

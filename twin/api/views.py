@@ -15,7 +15,7 @@ from ontology.errors import EmptyUpload, UploadTooLarge
 from ontology.parsing import parse_rdf
 from ontology.serialization import FORMATS, MEDIA_TYPE_FORMATS, serialize
 from sharing.api.base import PolicyViewSet
-from twin import models, selectors, services
+from twin import selectors, services
 from twin.api.serializers import GridSerializer, ImportResultSerializer, asset_serializer
 
 RDF_MEDIA_TYPES = sorted(MEDIA_TYPE_FORMATS)

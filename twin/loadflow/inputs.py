@@ -12,6 +12,11 @@ Per injection (a pandapower load, sgen or storage row of the twin's net) and ste
 4. `declared` — the asset's p_mw / q_mvar as stored.
 
 Without the telemetry models (`twin.Reading`), step 1 and 3 find nothing.
+
+Measured values come only from the grid owner's own telemetry: meters not retired whose readings
+the grid owner's gateways sent (`Meter.telemetry_owner` is the grid's owner, or empty: no readings yet). Readings
+another participant sent — a charge-point operator's chargers in the utility's grid — belong to that participant;
+they could feed a run only under an agreement with it, which is not built yet, so today they never do.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from django.apps import apps
 from django.db import connection
+from django.db.models import Q
 
 from twin import models
 from twin.loadflow.profiles import ProfileSet, simbench_code, simbench_profiles
@@ -129,12 +135,17 @@ def _reading_model():
 
 
 def _measured(grid, injections: Injections, times: list[datetime], step: timedelta):
-    """(p, q, last_p, last_q, first_ts, last_ts) from readings: steps × injections arrays with NaN where nothing was measured."""
+    """(p, q, last_p, last_q, first_ts, last_ts) from readings: steps × injections arrays with NaN where nothing was measured.
+
+    Only the grid owner's own meters count (module docstring): not retired, telemetry owner the grid's owner or none.
+    """
     reading = _reading_model()
     if reading is None or not times or not len(injections):
         return None
     column = {iri: j for j, iri in enumerate(injections.iri)}
-    meters = dict(models.Meter.objects.filter(grid=grid, measured_iri__in=list(column)).values_list("id", "measured_iri"))
+    own = models.Meter.objects.filter(grid=grid, retired_at__isnull=True).filter(
+        Q(telemetry_owner_id=grid.owner_id) | Q(telemetry_owner__isnull=True))
+    meters = dict(own.filter(measured_iri__in=list(column)).values_list("id", "measured_iri"))
     if not meters:
         return None
     from twin.models.telemetry import QUANTITIES, Quality
@@ -164,7 +175,8 @@ def _measured(grid, injections: Injections, times: list[datetime], step: timedel
 
 
 def _latest_before(reading, meters: dict, codes: dict, until: datetime) -> dict[tuple[int, int], float]:
-    """The newest good reading at or before `until` per (meter, quantity)."""
+    """The newest good reading at or before `until` per (meter, quantity) of `meters` (id → measured IRI), which are
+    the grid owner's own meters only, as `_measured` chose them: no other participant's readings fill a step."""
     from twin.models.telemetry import Quality
 
     queryset = reading.objects.filter(point_id__in=list(meters), quantity__in=list(codes), ts__lte=until).exclude(quality=Quality.INVALID)

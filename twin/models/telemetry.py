@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from django.db import models
 
-from twin.models.credentials import Credential
 from twin.models.assets import Meter
+from twin.models.credentials import Credential
 from twin.models.grid import Participant
 
 QUDT_UNIT = "http://qudt.org/vocab/unit/"

@@ -1,4 +1,4 @@
-"""The main job on the embedded default: publish grids, export them, show a rejection, draw the grid."""
+"""The main job on the embedded default: publish grids, export them, show a rejection, draw the grid, solve, share."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,9 +11,10 @@ from rdflib import Literal
 from rdflib.namespace import XSD
 
 from ontology.namespaces import CIM
+from sharing.demo_story import aggregator_story
 from twin import models, plots, selectors, services
-from twin.models import Credential
 from twin.loadflow import services as loadflow
+from twin.models import Credential
 from twin.plots import draw_grid_map
 from twin.sv_comparison import sv_deviation
 
@@ -49,7 +50,10 @@ class Command(BaseCommand):
         call_command("replay_telemetry", grid=grid.pk, simbench_profiles=True, days=1, stdout=self.stdout, stderr=self.stderr)
         self.step("8. Load flows: a snapshot, a day of time series with violations, a voltage profile")
         self.show_loadflows(grid, simbench)
-        self.step("9. Try the API")
+        self.step("9. Share with an aggregator: an agreement, hourly feeder aggregates, refusals, the audit")
+        day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+        aggregator_story(grid, day, self.stdout.write)
+        self.step("10. Try the API")
         self.print_tour(grid, participant)
 
     def step(self, title: str) -> None:

@@ -1,5 +1,6 @@
 """Import a grid: an RDF file, a pandapower net, a SimBench code or CGMES files, all judged by the shapes."""
 
+import zoneinfo
 from pathlib import Path
 
 from django.conf import settings
@@ -24,8 +25,13 @@ class Command(BaseCommand):
         source.add_argument("--cgmes", action="store_true", help="FILES are the profiles (EQ, TP, SSH, SV) of one CGMES model")
         parser.add_argument("--participant", help="IRI or name of the owning participant (default: Local operator)")
         parser.add_argument("--name", help="grid name for converted models")
+        parser.add_argument("--time-zone", help="IANA time zone of the grid (days of its aggregates are local days); "
+                                                "default Europe/Berlin for SimBench grids, else UTC for a new grid")
 
-    def handle(self, *args, files, pandapower, simbench, cgmes, participant, name, **options):
+    def handle(self, *args, files, pandapower, simbench, cgmes, participant, name, time_zone, **options):
+        time_zone = time_zone or ("Europe/Berlin" if simbench else None)
+        if time_zone and time_zone not in zoneinfo.available_timezones():
+            raise CommandError(f"--time-zone {time_zone!r} is not an IANA time zone")
         participant = services.participant_for_cli(participant)
         try:
             graph, source = self.read(files, pandapower=pandapower, simbench=simbench, cgmes=cgmes, participant=participant, name=name)
@@ -37,6 +43,8 @@ class Command(BaseCommand):
             raise CommandError(describe_error(exc)) from exc
         summary = ", ".join(f"{k}: +{v['created']} ~{v['updated']} -{v['deleted']}" for k, v in result.counts.items() if any(v.values()))
         self.stderr.write(f"{'created' if result.created else 'updated' if result.changed else 'unchanged'}: {summary or 'no changes'}")
+        if time_zone and result.grid.time_zone != time_zone:
+            type(result.grid).objects.filter(pk=result.grid.pk).update(time_zone=time_zone)
         self.stdout.write(f"grid {result.grid.pk} {result.grid.iri}")
 
     def read(self, files, *, pandapower, simbench, cgmes, participant, name):
