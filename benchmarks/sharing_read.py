@@ -149,7 +149,7 @@ def run(args) -> None:
     from sharing.api.rows import asset_rows, redact
     from sharing.models import Agreement, ApiClient, DataCategory, Purpose
     from sharing.principals import CONSUMER, Principal
-    from sharing.testing import agreement_in_state, agreement_terms, oauth_client, participant_create, user_client
+    from tests.hub import agreement_in_state, agreement_terms, oauth_client, participant_create, user_client
     from twin import models as twin
 
     purpose = Purpose.FLEXIBILITY_PROCUREMENT

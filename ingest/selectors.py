@@ -1,11 +1,10 @@
-"""Reads for ingest: whose points a principal may see or write, batches, readings and their aggregates.
+"""Reads for ingest: which points a gateway may write, readings and their aggregates, latest values.
 
-A principal is a user (acting for the participants whose member it is) or a telemetry source (acting
-for its one participant). Readings belong to the participant whose gateway sent them (provenance,
-`Meter.telemetry_owner`, fixed by the first batch stored for the meter), not to whoever the meter's
-`owner` field names now. A participant's measurement points (`meters_of`) are the meters it sent readings
-for, and the meters without readings yet that it may write: those it owns, and unowned ones of its grids.
-A gateway writes only to those of them that are not retired (`point_ids_for(..., writable=True)`).
+Readings belong to the participant whose gateway sent them (provenance, `Meter.telemetry_owner`, fixed by the
+first batch stored for the meter), not to whoever the meter's `owner` field names now: the rule is
+`twin.selectors.points_of`. A gateway writes only to its participant's points that are not retired
+(`point_ids_for(..., writable=True)`); who may read which points is decided by the decision point, whose
+restriction the read views hand in as a queryset of meters.
 """
 
 from __future__ import annotations
@@ -14,12 +13,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import Avg, Count, Max, Min, Q, QuerySet, Sum
+from django.db.models import Avg, Count, Max, Min, QuerySet, Sum
 from django.db.models.expressions import RawSQL
 
 from ingest.writer import binary_cursor
 from twin import models as twin
-from twin.selectors import chunks, participants_of
+from twin.selectors import chunks, points_of
 
 RESOLUTION_SECONDS = {"15min": 900, "hour": 3600, "day": 86400}
 MAX_ID = 2**63 - 1
@@ -31,26 +30,9 @@ class QueryTooLarge(ValueError):
     """A readings query would return more rows than GRIDTWIN_TELEMETRY_MAX_QUERY_ROWS."""
 
 
-def participant_ids_of(principal) -> list[int]:
-    """The participants a principal acts for: a source's own, or a user's memberships."""
-    if isinstance(principal, twin.TelemetrySource):
-        return [principal.participant_id]
-    return list(participants_of(principal).values_list("id", flat=True))
-
-
 def meters_of(participant_ids: list[int], *, writable: bool = False) -> QuerySet[twin.Meter]:
-    """The measurement points of these participants (module docstring); `writable`: only those a gateway of theirs
-    may send readings to, i.e. not retired.
-
-    The rule: a meter is a participant's point when its `telemetry_owner` is that participant, or when it has no
-    telemetry owner yet and the participant owns it (`owner`), or it has no owner and the participant owns its grid.
-    So a grid owner that renames a meter's owner neither takes over the readings another participant's gateway sent
-    nor can write to that meter; and a meter that had readings stays its sender's after a re-publish retired it.
-    """
-    mine = Q(telemetry_owner__in=participant_ids) | Q(telemetry_owner__isnull=True) & (
-        Q(owner__in=participant_ids) | Q(owner__isnull=True, grid__owner__in=participant_ids))
-    meters = twin.Meter.objects.filter(mine)
-    return meters.filter(retired_at__isnull=True) if writable else meters
+    """The measurement points of these participants (`twin.selectors.points_of`, the one rule of provenance)."""
+    return points_of(participant_ids, writable=writable)
 
 
 def point_ids_for(scope: list[int] | QuerySet[twin.Meter], keys: set[str], *, writable: bool = False) -> dict[str, int]:
@@ -77,14 +59,6 @@ def point_ids_for(scope: list[int] | QuerySet[twin.Meter], keys: set[str], *, wr
     for part in chunks(numeric):
         found.update((str(pk), pk) for pk in meters.filter(id__in=part).values_list("id", flat=True))
     return found
-
-
-def batches_visible_to(principal) -> QuerySet[twin.TelemetryBatch]:
-    """Batches of the participants a principal acts for (a source sees only its own uploads)."""
-    batches = twin.TelemetryBatch.objects.filter(participant__in=participant_ids_of(principal))
-    if isinstance(principal, twin.TelemetrySource):
-        batches = batches.filter(source=principal)
-    return batches.select_related("source").defer("body")
 
 
 class TimeBucket(models.Func):

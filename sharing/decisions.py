@@ -24,6 +24,7 @@ from sharing import scope
 from sharing.models import DROPPABLE_FIELDS, Agreement, AuditEntry, DataCategory, Purpose
 from sharing.principals import CONSUMER, GATEWAY, OPERATOR, STEWARD, Principal
 from twin import models as twin
+from twin.selectors import points_of
 
 VIEW, ADD, CHANGE = "view", "add", "change"
 PURPOSE_PARAMETER = "purpose"
@@ -126,20 +127,12 @@ def _gateway(principal: Principal, action: str, resource: str) -> Decision:
     return _deny(403, "not_permitted", "a gateway key only sends telemetry batches and follows its own", rule="deny:gateway")
 
 
-def owned_points(participant_id: int) -> QuerySet[twin.Meter]:
-    """Meters whose readings a participant may read as their owner: those its own gateways sent readings for, and
-    meters without readings yet that it may write (its own, or unowned ones in its grids)."""
-    return twin.Meter.objects.filter(
-        Q(telemetry_owner_id=participant_id)
-        | Q(telemetry_owner__isnull=True) & (Q(owner_id=participant_id) | Q(owner__isnull=True, grid__owner_id=participant_id)))
-
-
 def _owner(principal: Principal, action: str, resource: str, model) -> Decision:
     if not principal.has(OPERATOR):
         return _deny(403, "not_permitted", "this credential does not act as an operator", rule="deny:not_operator")
     participant = principal.participant
     if resource == "point":
-        return Decision(allowed=True, rule="owner", queryset=owned_points(participant.pk), provider=participant)
+        return Decision(allowed=True, rule="owner", queryset=points_of([participant.pk]), provider=participant)
     if action in (ADD, CHANGE) and resource in ("run", "asset"):  # where one may add: the grids one owns
         return Decision(allowed=True, rule="owner", queryset=twin.Grid.objects.filter(owner=participant), provider=participant)
     if resource == "batch" and action != VIEW:

@@ -43,7 +43,7 @@ from sharing.decisions import decide
 from sharing.models import Agreement, AuditEntry
 from sharing.oauth import api_client_issue
 from sharing.principals import Principal
-from sharing.testing import gateway_client, oauth_client, participant_create, user_client
+from tests.hub import gateway_client, oauth_client, participant_create, user_client
 from twin import models as twin
 
 CASES = int(os.environ.get("GRIDTWIN_PROPERTY_CASES", "2000"))
@@ -760,7 +760,7 @@ def decide_requests(draw, specs: list[AgreementSpec]) -> DecideRequest:
         participant = specs[ask.aim].consumer
         if draw(st.sampled_from([True] * 6 + [False])):
             resource = draw(st.sampled_from([r for r, c in CATEGORY_OF.items() if c in specs[ask.aim].categories]))
-    type_strategy = st.sampled_from(ASSET_TYPES) if resource == "asset" else st.sampled_from([*ASSET_TYPES, None])
+    type_strategy = st.sampled_from(["meter", *ASSET_TYPES] if resource == "asset" else ["meter", "meter", *ASSET_TYPES, None])
     asset_type = draw(type_strategy) if resource in ("asset", "shared.asset") else None
     roles = draw(st.sampled_from((AIMED_ROLES if ask.aim is not None else []) + ROLE_SETS))
     return DecideRequest(participant, roles, draw(st.sampled_from(["view"] * 6 + ["add", "change"])), resource, asset_type, ask)

@@ -21,7 +21,7 @@ from sharing import services
 from sharing.admin import TERM_FIELDSETS, agreement_summary
 from sharing.models import Agreement, ApiClient, AuditEntry
 from sharing.oauth import api_client_issue
-from sharing.testing import PURPOSE, agreement_in_state, agreement_terms, participant_create
+from tests.hub import PURPOSE, agreement_in_state, agreement_terms, participant_create
 from twin.models import Credential, Participant
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from sharing.models import Agreement, AuditEntry
-from sharing.testing import PURPOSE, START, agreement_terms, hub_world_create, oauth_client
+from tests.hub import PURPOSE, START, agreement_terms, hub_world_create, oauth_client
 
 pytestmark = pytest.mark.django_db
 

@@ -69,12 +69,24 @@ class ParticipantAdmin(admin.ModelAdmin):
         request._gridtwin_stewarded = None
 
 
+def has_readings(grid_id: int, meter_id: int | None = None) -> bool:
+    """Whether meters of the grid (or that one meter) have readings: such rows are retired, never deleted (ARCHITECTURE.md)."""
+    meters = models.Meter.objects.filter(grid_id=grid_id, telemetry_owner__isnull=False)
+    return (meters.filter(pk=meter_id) if meter_id is not None else meters).exists()
+
+
 @admin.register(models.Grid)
 class GridAdmin(admin.ModelAdmin):
     list_display = ["name", "owner", "source", "version", "updated_at"]
     list_filter = ["owner"]
     search_fields = ["name", "iri"]
     readonly_fields = ["version", "created_at", "updated_at"]
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and (obj is None or not has_readings(obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset.exclude(meters__telemetry_owner__isnull=False))
 
 
 class GridPartAdmin(admin.ModelAdmin):
@@ -87,6 +99,16 @@ class GridPartAdmin(admin.ModelAdmin):
     def get_list_display(self, request):
         fields = [f.name for f in self.model._meta.concrete_fields if f.name not in ("id", "part_iris", "grid")]
         return ["name", "grid", *[f for f in fields if f not in ("name", "iri")][:6]]
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and isinstance(obj, models.Meter) and has_readings(obj.grid_id, obj.pk):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        if queryset.model is models.Meter:
+            queryset = queryset.filter(telemetry_owner__isnull=True)
+        super().delete_queryset(request, queryset)
 
     def get_raw_id_fields(self, request):
         return [f.name for f in self.model._meta.concrete_fields if f.is_relation and f.name not in ("grid", "owner")]

@@ -1,11 +1,11 @@
-"""Reads of the twin: which grids a user operates, and a grid (or part of it) as RDF."""
+"""Reads of the twin: whose measurement points are whose, and a grid (or part of it) as RDF."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pyoxigraph as ox
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from rdflib import Graph
 
 from ontology.document import RdfDocument
@@ -23,21 +23,19 @@ def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def participants_of(user) -> QuerySet[models.Participant]:
-    """The participants a user acts for."""
-    if not user.is_authenticated:
-        return models.Participant.objects.none()
-    return models.Participant.objects.filter(members=user)
+def points_of(participant_ids: list[int], *, writable: bool = False) -> QuerySet[models.Meter]:
+    """The measurement points of these participants: the one rule of whose readings are whose (provenance).
 
-
-def grids_operated_by(user) -> QuerySet[models.Grid]:
-    """The grids a user may read and write as operator: those owned by one of the user's participants."""
-    return models.Grid.objects.filter(owner__in=participants_of(user)).select_related("owner")
-
-
-def assets_operated_by(user, model) -> QuerySet:
-    """Rows of one twin model that belong to grids the user operates."""
-    return model.objects.filter(grid__in=grids_operated_by(user))
+    A meter is a participant's point when its `telemetry_owner` is that participant (its gateway sent the readings), or
+    when it has no telemetry owner yet and the participant owns it (`owner`), or it has no owner and the participant
+    owns its grid. So a grid owner that renames a meter's owner neither takes over the readings another participant's
+    gateway sent nor can write to that meter, and a meter that had readings stays its sender's after a re-publish
+    retired it. `writable`: only the points a gateway of theirs may send readings to, i.e. not retired.
+    """
+    mine = Q(telemetry_owner__in=participant_ids) | Q(telemetry_owner__isnull=True) & (
+        Q(owner__in=participant_ids) | Q(owner__isnull=True, grid__owner__in=participant_ids))
+    meters = models.Meter.objects.filter(mine)
+    return meters.filter(retired_at__isnull=True) if writable else meters
 
 
 def grid_rows(grid: models.Grid, iris: set[str] | None = None) -> tuple[dict, dict[str, list[dict]], dict[str, dict]]:

@@ -85,6 +85,8 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 # --- gridtwin -----------------------------------------------------------------------------------
 # Base of the IRIs minted for grids and assets that arrive without IRIs of their own (converters).
 GRIDTWIN_BASE_IRI = os.environ.get("GRIDTWIN_BASE_IRI", "https://gridtwin.example/id/")
+# Where `manage.py demo` writes its files (exports, pictures, the operator's token).
+GRIDTWIN_DEMO_DIR = os.environ.get("GRIDTWIN_DEMO_DIR", str(BASE_DIR / "var" / "demo"))
 # Largest accepted RDF upload, bytes (50 MB).
 GRIDTWIN_MAX_UPLOAD_BYTES = int(os.environ.get("GRIDTWIN_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))
 # Largest accepted single literal, characters.

@@ -34,6 +34,8 @@ SHARED_PARAMETERS = [
     OpenApiParameter(decisions.AGREEMENT_PARAMETER, str, description="Id or uid of the agreement to read under (when several grant it)."),
 ]
 FEEDER_PARAMETER = OpenApiParameter("feeder", str, description="Only this feeder (IRI) of the agreement's scope; 404 outside it.")
+# A group's min and max are each one household's own value: aggregates go out as mean, sum and counts only.
+WITHHELD_EXTREMES = ("min", "max")
 BRANCH_ENDS = {twin.Line: ("from_bus", "to_bus"), twin.Transformer: ("hv_bus", "lv_bus"), twin.Switch: ("bus", "other_bus")}
 
 
@@ -182,6 +184,7 @@ class SharedTelemetryViewSet(SharedViewSet):
                 groups[key].append(meter_id)
             for group in group_aggregates(groups=dict(groups), spec=spec, start=start, end=end, resolution=resolution,
                                           time_zone=time_zone, min_group_size=self.decision.obligations.min_group_size):
+                group["buckets"] = [{k: v for k, v in b.items() if k not in WITHHELD_EXTREMES} for b in group["buckets"]]
                 rows += len(group["buckets"])
                 series.append(group)
         return series, rows

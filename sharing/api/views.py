@@ -65,7 +65,7 @@ class AgreementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyV
     serializer_class = AgreementSerializer
     parser_classes = [RdfUploadParser]
     policy_actions = {"offer": "change", "activate": "change", "suspend": "change", "revoke": "change", "amend": "change"}
-    filterset_fields = {"status": ["exact"], "purpose": ["exact"]}
+    filterset_fields = {"status": ["exact"]}  # not `purpose`: that parameter is the purpose a request declares
 
     def get_queryset(self):
         return super().get_queryset().select_related("provider", "consumer", "previous").order_by("-id")
@@ -195,7 +195,7 @@ class AuditViewSet(mixins.ListModelMixin, PolicyViewSet):
 
     resource = "audit"
     serializer_class = AuditEntrySerializer
-    filterset_fields = {"participant_iri": ["exact"], "agreement_uid": ["exact"], "purpose": ["exact"], "allowed": ["exact"],
+    filterset_fields = {"participant_iri": ["exact"], "agreement_uid": ["exact"], "allowed": ["exact"],
                         "at": ["gte", "lt"]}
 
     def get_queryset(self):

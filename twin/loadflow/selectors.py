@@ -9,7 +9,6 @@ from django.db.models import QuerySet
 
 from twin import models
 from twin.loadflow import storage
-from twin.selectors import grids_operated_by
 
 Run = models.LoadFlowRun
 RUN_FIELDS = ("id", "grid_id", "kind", "status", "at", "start", "end", "step_minutes", "parameters", "trigger", "grid_version",
@@ -18,16 +17,6 @@ RUN_FIELDS = ("id", "grid_id", "kind", "status", "at", "start", "end", "step_min
 SERIES_ARRAYS = {"bus": ("vm_pu", "va_degree"), "line": tuple(f"line_{n}" for n in storage.BRANCH_ARRAYS),
                  "trafo": tuple(f"trafo_{n}" for n in storage.BRANCH_ARRAYS)}
 MAX_SERIES_ASSETS = 50
-
-
-def runs_visible_to(user) -> QuerySet[Run]:
-    """Runs on grids the user operates."""
-    return Run.objects.filter(grid__in=grids_operated_by(user)).select_related("grid")
-
-
-def violations_visible_to(user) -> QuerySet[models.Violation]:
-    """Violations of succeeded runs on grids the user operates."""
-    return models.Violation.objects.filter(grid__in=grids_operated_by(user), run__status=Run.Status.SUCCEEDED)
 
 
 def run_dict(run: Run) -> dict:

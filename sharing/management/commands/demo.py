@@ -18,7 +18,7 @@ from twin.models import Credential
 from twin.plots import draw_grid_map
 from twin.sv_comparison import sv_deviation
 
-OUT = Path(settings.BASE_DIR) / "var" / "demo"
+OUT = Path(settings.GRIDTWIN_DEMO_DIR)
 
 
 class Command(BaseCommand):

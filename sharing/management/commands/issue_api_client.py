@@ -7,7 +7,8 @@ from twin.models import Participant
 
 
 class Command(BaseCommand):
-    help = "Issue an API client for PARTICIPANT (IRI or name); prints `client_id client_secret` once (the secret is stored hashed)."
+    help = ("Issue an API client for PARTICIPANT (IRI or name); prints `client_id client_secret participant_iri` once "
+            "(the secret is stored hashed).")
 
     def add_arguments(self, parser):
         parser.add_argument("participant", help="IRI or name of the participant")
@@ -23,4 +24,4 @@ class Command(BaseCommand):
             raise CommandError(f"unknown scope(s): {', '.join(sorted(unknown))}")
         _, client_id, secret = api_client_issue(participant=found, name=name or f"{found.name} client", scopes=scopes)
         self.stderr.write(f"API client of {found.iri}; the secret is shown once:")
-        self.stdout.write(f"{client_id} {secret}")
+        self.stdout.write(f"{client_id} {secret} {found.iri}")

@@ -1,4 +1,4 @@
-"""A small hub with every persona, shared by the sharing tests, the demo's checks and the benchmark.
+"""A small hub with every persona, shared by the sharing tests and the sharing benchmark.
 
 `hub_world_create` writes a provider utility with one metered grid (rows straight through the ORM, see
 `ingest.testing.metered_grid_create`), readings sent by the provider's own gateway through the real ingest
