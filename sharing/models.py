@@ -151,6 +151,15 @@ class Agreement(models.Model):
         at = at or timezone.now()
         return self.status == self.Status.ACTIVE and self.valid_from <= at < self.valid_until
 
+    def save(self, *args, **kwargs):
+        """Refuses to change the terms of an agreement that is no longer a draft: an amendment is a new version."""
+        if self.pk is not None:
+            columns = [self._meta.get_field(name).attname for name in self.TERMS]
+            stored = type(self).objects.filter(pk=self.pk).values("status", *columns).first()
+            if stored and stored["status"] != self.Status.DRAFT and any(stored[c] != getattr(self, c) for c in columns):
+                raise ValidationError("the terms of an agreement are frozen once it is offered: amend it (a new version)")
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         """Field-level rules the admin and the API share (the ODRL shapes judge the policy as a whole)."""
         errors = {}
