@@ -20,7 +20,7 @@ from twin.models import Participant
 Status = Agreement.Status
 TRANSITIONS = {
     "offer": ({Status.DRAFT}, Status.OFFERED),
-    "activate": ({Status.DRAFT, Status.OFFERED, Status.SUSPENDED}, Status.ACTIVE),
+    "activate": ({Status.OFFERED, Status.SUSPENDED}, Status.ACTIVE),
     "suspend": ({Status.ACTIVE}, Status.SUSPENDED),
     "revoke": ({Status.DRAFT, Status.OFFERED, Status.ACTIVE, Status.SUSPENDED}, Status.REVOKED),
 }

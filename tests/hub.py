@@ -97,7 +97,7 @@ def agreement_in_state(provider: twin.Participant, consumer: twin.Participant, s
         changes = {"valid_from": timezone.now() - timedelta(days=30), "valid_until": timezone.now() - timedelta(days=1), **changes}
     agreement = services.agreement_create(provider=provider, **agreement_terms(provider, consumer, **changes))
     for step in {"active": ["offer", "activate"], "expired": [], "suspended": ["offer", "activate", "suspend"],
-                 "revoked": ["offer", "activate", "revoke"], "draft": []}[state]:
+                 "revoked": ["offer", "activate", "revoke"], "draft": [], "offered": ["offer"]}[state]:
         agreement = services.agreement_transition(agreement=agreement, step=step, actor=provider)
     if state == "expired":  # activation checks nothing about time; an agreement that ran out is active in the past
         Agreement.objects.filter(pk=agreement.pk).update(status=Agreement.Status.ACTIVE)

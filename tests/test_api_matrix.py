@@ -254,7 +254,7 @@ def agreement_body(m: Matrix) -> dict:
 
 
 # State a throwaway agreement must be in for each lifecycle step (offer needs a draft, suspend an active one, …).
-STEP_FROM = {"offer": "draft", "activate": "draft", "suspend": "active", "revoke": "active", "amend": "active"}
+STEP_FROM = {"offer": "draft", "activate": "offered", "suspend": "active", "revoke": "active", "amend": "active"}
 TELEMETRY_WINDOW = {"quantity": "active_power", "start": START.isoformat(), "end": (START + timedelta(hours=2)).isoformat()}
 
 

@@ -218,6 +218,7 @@ def test_a_superuser_who_is_the_providers_steward_can_activate(hub):
     ab = hub.agreements["ab"]
     hub.participants["a"].stewards.add(hub.users["superuser"])
 
+    act(hub.browsers["superuser"], AGREEMENTS, "offer", ab)
     act(hub.browsers["superuser"], AGREEMENTS, "activate", ab)
 
     ab.refresh_from_db()

@@ -91,7 +91,8 @@ def test_the_terms_of_an_active_agreement_are_frozen_and_an_amendment_replaces_i
     amended = steward.post(f"/api/v1/sharing/agreements/{agreement.pk}/amend", {"min_group_size": 8}, format="json")
     assert amended.status_code == 201 and amended.json()["version"] == 2 and amended.json()["status"] == "draft"
     assert telemetry(world.clients["consumer"]).status_code == 200  # version 1 stays in force until version 2 is activated
-    services.agreement_transition(agreement=Agreement.objects.get(pk=amended.json()["id"]), step="activate", actor=world.provider)
+    for step in ("offer", "activate"):
+        services.agreement_transition(agreement=Agreement.objects.get(pk=amended.json()["id"]), step=step, actor=world.provider)
     agreement.refresh_from_db()
     assert agreement.status == "revoked" and "superseded" in agreement.end_reason
     assert telemetry(world.clients["consumer"]).json()["min_group_size"] == 8  # read under version 2 now
