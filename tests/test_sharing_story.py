@@ -96,3 +96,26 @@ def test_the_terms_of_an_active_agreement_are_frozen_and_an_amendment_replaces_i
     agreement.refresh_from_db()
     assert agreement.status == "revoked" and "superseded" in agreement.end_reason
     assert telemetry(world.clients["consumer"]).json()["min_group_size"] == 8  # read under version 2 now
+
+
+@pytest.mark.parametrize("media_type", ["text/turtle", "application/ld+json"])
+def test_an_agreement_goes_out_and_back_in_as_its_odrl_policy(world, media_type):
+    from rdflib import Graph, URIRef
+    from rdflib.compare import isomorphic
+
+    steward = world.clients["provider_steward"]
+    exported = steward.get(f"/api/v1/sharing/agreements/{world.agreement.pk}", HTTP_ACCEPT=media_type)
+    assert exported.status_code == 200 and exported["Content-Type"].startswith(media_type)
+    fmt = "turtle" if media_type == "text/turtle" else "json-ld"
+    copy = exported.content.decode().replace(world.agreement.uid, world.agreement.uid + "-copy")
+    created = steward.post("/api/v1/sharing/agreements", copy.encode(), content_type=media_type)
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["status"] == "draft" and body["consumer"] == world.consumer.iri and body["feeder_iris"] == world.agreement.feeder_iris
+    again = steward.get(f"/api/v1/sharing/agreements/{body['id']}", HTTP_ACCEPT=media_type)
+    status = URIRef("https://w3id.org/gridtwin/ontology#status")
+    sent, stored = Graph().parse(data=copy, format=fmt), Graph().parse(data=again.content, format=fmt)
+    for graph in (sent, stored):  # the copy comes in as a draft, whatever state the original was in
+        graph.remove((None, status, None))
+    assert isomorphic(sent, stored)
+    assert world.clients["outsider"].post("/api/v1/sharing/agreements", copy.encode(), content_type=media_type).status_code == 403

@@ -15,7 +15,15 @@ from sharing.scope import TYPE_OF_MODEL
 GT = "https://w3id.org/gridtwin/ontology#"
 SKIPPED_FIELDS = {"id", "part_iris", "grid", "telemetry_owner", "retired_at"}
 RDF_MEDIA_TYPES = {"application/ld+json": "json-ld", "text/turtle": "turtle"}
-JSONLD_CONTEXT = {"@vocab": GT, "iri": "@id", "type": "@type", "results": "@graph"}
+CIM, SAREF = "http://iec.ch/TC57/CIM100#", "https://saref.etsi.org/core/"
+# The type of each row as the class the grid export uses (CIM, SAREF, gridtwin for the gaps); fields are the twin's
+# field names (units in the names) in the gridtwin namespace.
+TYPE_CLASSES = {"bus": CIM + "TopologicalNode", "external_grid": CIM + "ExternalNetworkInjection", "line": CIM + "ACLineSegment",
+                "transformer": CIM + "PowerTransformer", "switch": CIM + "Switch", "load": CIM + "EnergyConsumer",
+                "static_generator": CIM + "PowerElectronicsConnection", "storage": CIM + "BatteryUnit",
+                "ev_charger": GT + "EVChargingStation", "meter": SAREF + "Meter"}
+JSONLD_CONTEXT = {"@vocab": GT, "iri": "@id", "type": "@type", "results": "@graph", "name": CIM + "IdentifiedObject.name",
+                  **TYPE_CLASSES}
 # Keys whose values are IRIs of other nodes: JSON-LD links them instead of keeping strings.
 REFERENCE_KEYS = ("grid", "feeder", "owner", "bus", "other_bus", "from_bus", "to_bus", "hv_bus", "lv_bus", "base_voltage",
                   "measured_iri", "asset_iri", "point_iri", "group")
