@@ -142,15 +142,6 @@ class Agreement(models.Model):
     def __str__(self) -> str:
         return f"{self.provider} → {self.consumer}: {self.get_purpose_display()} v{self.version} ({self.status})"
 
-    @property
-    def purpose_iri(self) -> str:
-        return PURPOSE_IRIS[self.purpose]
-
-    def is_in_force(self, at=None) -> bool:
-        """Active and within its validity period at `at` (now by default): expiry takes effect on the next request."""
-        at = at or timezone.now()
-        return self.status == self.Status.ACTIVE and self.valid_from <= at < self.valid_until
-
     def save(self, *args, **kwargs):
         """Refuses to change the terms of an agreement that is no longer a draft: an amendment is a new version."""
         if self.pk is not None:
@@ -159,6 +150,15 @@ class Agreement(models.Model):
             if stored and stored["status"] != self.Status.DRAFT and any(stored[c] != getattr(self, c) for c in columns):
                 raise ValidationError("the terms of an agreement are frozen once it is offered: amend it (a new version)")
         super().save(*args, **kwargs)
+
+    @property
+    def purpose_iri(self) -> str:
+        return PURPOSE_IRIS[self.purpose]
+
+    def is_in_force(self, at=None) -> bool:
+        """Active and within its validity period at `at` (now by default): expiry takes effect on the next request."""
+        at = at or timezone.now()
+        return self.status == self.Status.ACTIVE and self.valid_from <= at < self.valid_until
 
     def clean(self) -> None:
         """Field-level rules the admin and the API share (the ODRL shapes judge the policy as a whole)."""
