@@ -105,6 +105,9 @@ def decide(principal: Principal, action: str, resource: str, *, purpose: str | N
            agreement: str | None = None, at: datetime | None = None) -> Decision:
     """Decide one request. `model` names the twin model of `asset` / `shared.asset` requests; `agreement` (id or uid)
     picks one of several agreements in force; `at` is the time of the decision (now)."""
+    if principal.ambiguous:
+        return _deny(400, "participant_required", "you act for several participants: name one with ?participant=IRI",
+                     rule="deny:ambiguous_participant")
     if principal.participant is None:
         return _deny(404, *NOT_FOUND, rule="deny:no_participant")
     if resource == "vocabulary":

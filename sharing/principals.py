@@ -45,6 +45,7 @@ class Principal:
     user: object | None = None
     source: twin.TelemetrySource | None = None
     client: object | None = None
+    ambiguous: bool = False  # a session user acting for several participants who named none
 
     @property
     def participant_id(self) -> int | None:
@@ -70,14 +71,14 @@ def _user_roles(user, participant: twin.Participant) -> frozenset[str]:
     return frozenset(roles)
 
 
-def _session_participant(request, user) -> twin.Participant | None:
-    """A session user acts for its only participant, or the one it names with `?participant=IRI`."""
+def _session_participant(request, user) -> tuple[twin.Participant | None, bool]:
+    """A session user acts for its only participant, or the one it names with `?participant=IRI`; (participant, ambiguous)."""
     participants = twin.Participant.objects.filter(members=user)
     wanted = request.query_params.get(PARTICIPANT_PARAMETER) if hasattr(request, "query_params") else None
     if wanted:
         participants = participants.filter(iri=wanted)
     found = list(participants[:2])
-    return found[0] if len(found) == 1 else None
+    return (found[0] if len(found) == 1 else None), len(found) > 1
 
 
 def principal_of(request) -> Principal:
@@ -104,7 +105,7 @@ def _build(request) -> Principal:
         roles = ({CONSUMER} if "shared:read" in scopes else set()) | ({OPERATOR} if "operator" in scopes else set())
         return Principal(kind="client", participant=client.participant, roles=frozenset(roles), credential_id=client.pk, client=client)
     if user is not None and getattr(user, "is_authenticated", False) and hasattr(user, "participants"):
-        participant = _session_participant(request, user)
+        participant, ambiguous = _session_participant(request, user)
         roles = _user_roles(user, participant) if participant is not None else frozenset()
-        return Principal(kind="session", participant=participant, roles=roles, user=user, credential_id=None)
+        return Principal(kind="session", participant=participant, roles=roles, user=user, credential_id=None, ambiguous=ambiguous)
     return ANONYMOUS

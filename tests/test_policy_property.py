@@ -104,6 +104,8 @@ class Run:
     grid: str
     kind: str
     status: str
+    measured: int = 0  # inputs taken from measured telemetry
+    bus_results: dict[str, float | None] = field(default_factory=dict)  # bus IRI → vm_pu
     pk: int = 0
 
 
@@ -219,7 +221,11 @@ def world_plan() -> World:
                                   ("hosting-failed", "hosting_capacity", "failed")]:
             if n and key == "hosting-old":
                 continue
-            runs[f"{grid.iri}#{key}"] = Run(f"{grid.iri}#{key}", grid.iri, kind, status)
+            measured = (3, 0, 2)[n] if kind == "snapshot" else 0
+            run = runs[f"{grid.iri}#{key}"] = Run(f"{grid.iri}#{key}", grid.iri, kind, status, measured)
+            if kind == "snapshot":
+                buses = [a.iri for a in assets.values() if a.grid == grid.iri and a.type == "bus"]
+                run.bus_results = {bus: rng.choice([None, *(round(rng.uniform(0.88, 1.05), 4) for _ in range(9))]) for bus in buses}
     violations, hosting = [], []
     for grid in grids.values():
         of_grid = [a for a in assets.values() if a.grid == grid.iri]
@@ -404,6 +410,10 @@ def in_feeders(a: AgreementSpec, asset: Asset) -> bool:
     return not a.feeder_iris or asset.feeder in a.feeder_iris
 
 
+def scoped_feeders(w: World, a: AgreementSpec) -> set[str]:
+    return {f for g in covered_grids(w, a) for f in w.grids[g].feeders if not a.feeder_iris or f in a.feeder_iris}
+
+
 def scoped_assets(w: World, a: AgreementSpec, type_name: str) -> set[str]:
     """Assets of one type in the covered grids and feeders, of a listed type, listed (when assets are listed), in service."""
     if a.asset_types and type_name not in a.asset_types:
@@ -489,17 +499,21 @@ def bucket_stats(readings: list[Reading], resolution: str, zone: ZoneInfo, energ
 
 
 def reference_telemetry(w: World, a: AgreementSpec, meters: set[str], quantity: str, start: datetime, end: datetime,
-                        resolution: str | None) -> tuple[int, str, dict | None]:
+                        resolution: str | None, feeder: str | None) -> tuple[int, str, dict | None]:
     """(status, reason, expected body parts) of GET /shared/telemetry under agreement `a` whose meters are `meters`."""
     resolution = resolution or a.resolution
     if RESOLUTIONS.index(resolution) < RESOLUTIONS.index(a.resolution):
         return 403, "resolution_not_granted", None
+    if feeder:  # one of the provider's feeders inside the scope; any other is absent
+        if feeder not in scoped_feeders(w, a):
+            return 404, "not_found", None
+        meters = {m for m in meters if w.assets[m].feeder == feeder}
     start = max(start, a.data_start) if a.data_start else start
     end = min(end, a.data_end) if a.data_end else end
     energy = quantity == "active_energy"
     per_point = a.resolution == "raw"
     # An agreement granting raw data grants single meters: per-meter series, no groups, no suppression.
-    body = {"resolution": resolution, "start": start, "end": end, "group_by": "point" if resolution == "raw" else a.group_by,
+    body = {"resolution": resolution, "start": start, "end": end, "group_by": "point" if per_point else a.group_by,
             "min_group_size": a.min_group_size, "series": {}, "records": 0}
     if end <= start:
         return 200, "", body
@@ -529,11 +543,27 @@ def reference_telemetry(w: World, a: AgreementSpec, meters: set[str], quantity: 
                                    "suppressed_buckets": 0}
             continue
         stats = bucket_stats([r for m in members for r in of_meter[m]], resolution, zone, energy)
-        shown = {ts: s for ts, s in stats.items() if s["meters"] >= a.min_group_size}
+        # A group's min and max are each one household's own value: they never go out.
+        shown = {ts: {k: v for k, v in s.items() if k not in ("min", "max")} for ts, s in stats.items() if s["meters"] >= a.min_group_size}
         body["series"][key] = {"meters": len(members), "suppressed": False, "reason": None, "buckets": shown,
                                "suppressed_buckets": len(stats) - len(shown)}
         body["records"] += len(shown)
     return 200, "", body
+
+
+def reference_run_results(w: World, a: AgreementSpec, run: Run) -> dict:
+    """Bus results of a run in scope: per bus, or, when measured telemetry fed the run and the agreement does not grant raw
+    data, per group the count of buses and (for groups of at least k buses) the voltage extremes."""
+    buses = scoped_assets(w, a, "bus")
+    results = {bus: vm for bus, vm in run.bus_results.items() if bus in buses}
+    if not run.measured or a.resolution == "raw":
+        return {"grouped": False, "results": sorted(results.items())}
+    groups = defaultdict(list)
+    for bus, vm in results.items():
+        if vm is not None:
+            groups[run.grid if a.group_by == "grid" else (w.assets[bus].feeder or run.grid)].append(vm)
+    return {"grouped": True, "results": {key: (len(v), len(v) < a.min_group_size, None if len(v) < a.min_group_size else (min(v), max(v)))
+                                         for key, v in groups.items()}}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -588,8 +618,10 @@ def world_create(w: World) -> Hub:
         row.save()
         rows[asset.iri] = row
     for r in w.runs.values():
-        run = twin.LoadFlowRun.objects.create(grid=rows[r.grid], kind=r.kind, status=r.status, at=T0, inputs={"measured": 3})
+        run = twin.LoadFlowRun.objects.create(grid=rows[r.grid], kind=r.kind, status=r.status, at=T0, inputs={"measured": r.measured})
         r.pk = run.pk
+        twin.BusResult.objects.bulk_create([twin.BusResult(run=run, bus=rows[bus], vm_pu=vm, va_degree=0.0)
+                                            for bus, vm in r.bus_results.items()])
     for v in w.violations:
         v.pk = twin.Violation.objects.create(run_id=w.runs[v.run].pk, grid=rows[v.grid], element=v.element, asset_iri=v.asset_iri,
                                              quantity="vm_pu", start=T0, end=T0, value=0.88, limit=0.9, severity="major").pk
@@ -680,7 +712,9 @@ ROUTES = {"buses": ("shared.asset", "bus"), "external-grids": ("shared.asset", "
           "static-generators": ("shared.asset", "static_generator"), "storages": ("shared.asset", "storage"),
           "ev-chargers": ("shared.asset", "ev_charger"), "meters": ("shared.asset", "meter"), "topology": ("shared.topology", None),
           "telemetry": ("shared.telemetry", None), "loadflow/runs": ("shared.run", None), "violations": ("shared.violation", None),
-          "hosting-capacity": ("shared.hosting", None)}
+          "hosting-capacity": ("shared.hosting", None), "loadflow/runs/<id>": ("shared.run", None),
+          "loadflow/runs/<id>/results": ("shared.run", None)}
+RUN_KEYS = sorted(PLAN.runs)  # a request names one of them, or (index len) a run that does not exist
 RESOURCE_ROUTES = {resource: [r for r, (res, _) in ROUTES.items() if res == resource] for resource in SHARED_RESOURCES}
 
 
@@ -776,6 +810,8 @@ class HttpRequest:
     start: int  # quarter hours from T0
     length: int  # quarter hours
     resolution: str | None
+    feeder: str | None  # ?feeder= of asset lists and telemetry
+    run: int  # index into RUN_KEYS, for loadflow/runs/<id>
 
 
 @st.composite
@@ -794,8 +830,10 @@ def http_requests(draw, specs: list[AgreementSpec], telemetry: bool = False) -> 
             route = draw(st.sampled_from([rt for r in granted for rt in RESOURCE_ROUTES[r]]))
     if credential == "anonymous":
         participant = None
+    feeder = draw(st.sampled_from([None] * 12 + FEEDER_IRIS + [f"{BASE}/no-such-feeder"]))
     return HttpRequest(participant, credential, route, ask, draw(st.sampled_from(list(QUANTITY_UNITS))), draw(st.integers(-4, 12)),
-                       draw(st.integers(1, 16)), draw(st.sampled_from([None, None, *RESOLUTIONS])))
+                       draw(st.integers(1, 16)), draw(st.sampled_from([None, None, *RESOLUTIONS])), feeder,
+                       draw(st.integers(0, len(RUN_KEYS))))
 
 
 def resolve(ask: Aim, specs: list[AgreementSpec]) -> tuple[str | None, str | None]:
@@ -919,6 +957,19 @@ def compare_telemetry(expected: dict, body: dict) -> list[str]:
     return problems
 
 
+def compare_run_results(expected: dict, body: dict) -> list[str]:
+    if body.get("grouped") != expected["grouped"]:
+        return [f"results grouped={body.get('grouped')} != expected {expected['grouped']}"]
+    if not expected["grouped"]:
+        got = sorted((r["bus"], r["vm_pu"]) for r in body["results"])
+        return [] if got == expected["results"] else [diff("bus results", expected["results"], got)]
+    got = {r["group"]: (r["buses"], r["suppressed"], None if r["suppressed"] else (r.get("vm_min_pu"), r.get("vm_max_pu")))
+           for r in body["results"]}
+    problems = [f"group results {got} != expected {expected['results']}"] if got != expected["results"] else []
+    shown = [f"a suppressed group shows {k}" for r in body["results"] if r["suppressed"] for k in ("vm_min_pu", "vm_max_pu") if k in r]
+    return problems + shown
+
+
 def compare_assets(w: World, spec: AgreementSpec, type_name: str, expected: set[str], results: list[dict]) -> list[str]:
     problems = []
     if {r["iri"] for r in results} != expected or len(results) != len(expected):
@@ -947,7 +998,19 @@ def expected_body(w: World, spec: AgreementSpec, route: str, request: HttpReques
     resource, type_name = ROUTES[route]
     if resource == "shared.asset":
         rows = scoped_assets(w, spec, type_name)
+        if request.feeder:
+            if request.feeder not in scoped_feeders(w, spec):
+                return 404, "not_found", None, 0
+            rows = {iri for iri in rows if w.assets[iri].feeder == request.feeder}
         return 200, "", rows, len(rows)
+    if route.startswith("loadflow/runs/<id>"):
+        run = w.runs[RUN_KEYS[request.run]] if request.run < len(RUN_KEYS) else None
+        if run is None or run.pk not in scoped_runs(w, spec):
+            return 404, "not_found", None, 0
+        if route.endswith("/results"):
+            content = reference_run_results(w, spec, run)
+            return 200, "", content, len(content["results"])
+        return 200, "", {run.pk}, 1
     if resource == "shared.topology":
         buses = scoped_assets(w, spec, "bus")
         branches = {iri for t in ("line", "transformer", "switch") for iri in scoped_assets(w, spec, t)
@@ -969,7 +1032,8 @@ def expected_body(w: World, spec: AgreementSpec, route: str, request: HttpReques
         rows = {(w.runs[run].pk, bus) for run, bus in w.hosting if run in latest.values() and bus in buses}
         return 200, "", rows, len(rows)
     start, end = T0 + request.start * QUARTER, T0 + (request.start + request.length) * QUARTER
-    status, reason, body = reference_telemetry(w, spec, scoped_meters(w, spec), request.quantity, start, end, request.resolution)
+    status, reason, body = reference_telemetry(w, spec, scoped_meters(w, spec), request.quantity, start, end, request.resolution,
+                                               request.feeder)
     return status, reason, body, body["records"] if body else 0
 
 
@@ -984,7 +1048,14 @@ def http_get(hub: Hub, request: HttpRequest, purpose: str | None, wanted: str | 
                       end=(T0 + (request.start + request.length) * QUARTER).isoformat())
         if request.resolution:
             params["resolution"] = request.resolution
-    return hub.clients[(request.participant, request.credential)].get(f"/api/v1/shared/{request.route}", params)
+    if request.feeder and ROUTES[request.route][0] in ("shared.asset", "shared.telemetry"):
+        params["feeder"] = request.feeder
+    return hub.clients[(request.participant, request.credential)].get(f"/api/v1/shared/{path_of(hub, request)}", params)
+
+
+def path_of(hub: Hub, request: HttpRequest) -> str:
+    run = hub.world.runs[RUN_KEYS[request.run]].pk if request.run < len(RUN_KEYS) else 999_999_999
+    return request.route.replace("<id>", str(run))
 
 
 def compare_http(hub: Hub, specs: list[AgreementSpec], request: HttpRequest) -> tuple[list[str], int | None]:
@@ -1002,7 +1073,9 @@ def compare_http(hub: Hub, specs: list[AgreementSpec], request: HttpRequest) -> 
     if len(decisions) > 1:
         return [], None
     [decision] = decisions
-    label = f"GET /shared/{request.route} as {request.participant}/{request.credential} purpose={purpose!r} agreement={wanted!r}"
+    label = f"GET /shared/{path_of(hub, request)} as {request.participant}/{request.credential} purpose={purpose!r} agreement={wanted!r}"
+    if request.feeder and resource in ("shared.asset", "shared.telemetry"):
+        label += f" feeder={request.feeder.removeprefix(BASE)}"
     if request.route == "telemetry":
         label += f" {request.quantity} from {request.start} for {request.length} quarter hours at {request.resolution}"
     body = orjson.loads(response.content)
@@ -1026,6 +1099,10 @@ def compare_http(hub: Hub, specs: list[AgreementSpec], request: HttpRequest) -> 
         elif resource == "shared.topology":
             got = [r["iri"] for r in body["results"]]
             problems += [diff("topology", content, got)] if sorted(got) != sorted(content) else []
+        elif request.route.endswith("/results"):
+            problems += compare_run_results(content, body)
+        elif request.route == "loadflow/runs/<id>":
+            problems += [f"run {body.get('id')} != expected {content}"] if {body.get("id")} != content else []
         elif resource == "shared.run":
             got = [r["id"] for r in body["results"]]
             problems += [diff("runs", content, got)] if sorted(got) != sorted(content) else []

@@ -190,14 +190,15 @@ def check_run(run: TourRun, tmp: Path, first: bool) -> None:
     assert csv_batch["counts"]["accepted" if first else "duplicate"] == 1, csv_batch
     senml = run.json("application/senml+json")
     assert senml["status"] == "succeeded" and senml["counts"]["received"] == 1 and senml["counts"]["rejected"] == 0, senml
+    assert senml["counts"]["accepted" if first else "duplicate"] == 1, senml
     assert "results" in run.json("$BATCH/rejected")
     hourly = run.json("resolution=hour")
     assert hourly["resolution"] == "hour" and hourly["unit"] == "MW", hourly
     (series,) = hourly["series"]
     assert series["point"] == int(ids["POINT"]), hourly
-    assert [(r["ts"], r["count"], round(r["mean"], 6)) for r in series["readings"]] == [("2024-05-01T12:00:00Z", 2, 0.0043)], hourly
+    assert [(r["ts"], r["count"], round(r["mean"], 6)) for r in series["readings"]] == [("2024-05-01T12:00:00Z", 3, 0.0044)], hourly
     daily = run.json("resolution=day&group=all")
-    assert daily["resolution"] == "day" and [r["count"] for r in daily["series"][0]["readings"]] == [2], daily
+    assert daily["resolution"] == "day" and [r["count"] for r in daily["series"][0]["readings"]] == [3], daily
     latest = run.json("$API/telemetry/latest")["latest"]
     assert latest and {"point", "quantity", "ts", "value", "unit"} <= latest[0].keys(), latest[:2]
 
@@ -236,7 +237,7 @@ def check_run(run: TourRun, tmp: Path, first: bool) -> None:
     assert run.json("purpose=research")["reason"] == "purpose_not_granted"
     assert run.json('"$API/telemetry/readings?feeder=$FEEDER_ID&$WINDOW"')["reason"] == "not_permitted"
     meters = run.output("$API/shared/meters?")
-    assert meters.count(" a gt:meter ") == 3 and "gt:limit 3" in meters, meters[:500]
+    assert meters.count(" a saref:Meter ") == 3 and "gt:limit 3" in meters, meters[:500]
     assert "owner" not in meters and "lat_degree" not in meters and "lon_degree" not in meters, meters[:500]
     decision = run.json("$API/sharing/decisions")
     assert decision["allowed"] is True and decision["rule"] == "agreement:telemetry", decision

@@ -85,5 +85,6 @@ def as_turtle(body: dict) -> bytes:
     """The JSON-LD form of the body as Turtle (parsed with its inline context only, never a remote one)."""
     graph = Graph()
     graph.parse(data=orjson.dumps(as_jsonld(body), default=str), format="json-ld")
-    graph.bind("gt", GT)
+    for prefix, namespace in (("gt", GT), ("cim", CIM), ("saref", SAREF)):
+        graph.bind(prefix, namespace)
     return graph.serialize(format="turtle").encode()
