@@ -158,8 +158,9 @@ class SharedTelemetryViewSet(SharedViewSet):
             series, rows = self.series(spec, start, end, resolution) if end > start else ([], 0)
         except QueryTooLarge as exc:
             raise ValidationError({"reason": "too_many_rows", "message": str(exc)}) from exc
+        per_point = obligations.resolution == Resolution.RAW  # raw granted: series per meter, at any resolution asked
         return self.respond({"quantity": spec.name, "unit": spec.unit, "unit_iri": spec.unit_iri, "resolution": resolution,
-                             "start": start, "end": end, "group_by": obligations.group_by if resolution != "raw" else "point",
+                             "start": start, "end": end, "group_by": "point" if per_point else obligations.group_by,
                              "min_group_size": obligations.min_group_size, "series": series}, rows)
 
     def series(self, spec, start, end, resolution) -> tuple[list[dict], int]:
