@@ -293,25 +293,22 @@ def _window_sql(window: Window) -> str:
 def _stats_postgresql(groups: dict[int, list[int]], window: Window, limit: int) -> list[tuple[int, int, BucketStats]]:
     """One grouped query over twin_reading, `point_id = ANY` on the readings so each monthly partition is read by its
     key index. The point → group mapping goes in as two binary arrays joined with unnest (a point may be in several
-    groups); readings are aggregated per meter and bucket first, then per group, so the meters reporting in a bucket are
-    counted without sorting every reading (a DISTINCT count spilled to disk at 96k readings: 253 → 129 ms). When every
-    group is one meter of its own (per-meter series) the readings are grouped by point directly."""
+    groups); when every group is one meter of its own (per-meter series) the readings are grouped by point directly,
+    which spares the join and the sort that counting distinct meters needs (about 2× faster for 1,000 meters)."""
     members = [(pk, index) for index, ids in groups.items() for pk in ids]
     points = sorted({pk for pk, _ in members})
     per_point = len(points) == len(members) and all(len(ids) == 1 for ids in groups.values())
-    where = (f"WHERE r.point_id = ANY(%(all_points)s) AND r.quantity = %(quantity)s AND {_window_sql(window)} "
-             "AND r.quality <> %(invalid)s ")
     if per_point:
-        sql = (f"SELECT r.point_id, {_bucket_sql(window)} AS bucket, avg(r.value), min(r.value), max(r.value), count(*), 1, "  # noqa: S608
-               f"sum(r.value) FROM twin_reading r {where}GROUP BY 1, 2 ORDER BY 1, 2 LIMIT %(limit)s")
-    else:  # per meter first (a hash aggregate), then per group: the reporting meters are rows, no sort for a DISTINCT
+        head, join, meters = "r.point_id", "", "1"
+    else:
+        head, meters = "g.grp", "count(DISTINCT r.point_id)"
         join = "JOIN unnest(%(points)s::int8[], %(groups)s::int8[]) AS g(point_id, grp) ON g.point_id = r.point_id "
-        sql = (
-            "SELECT grp, bucket, sum(s) / sum(c), min(lo), max(hi), sum(c)::int8, count(*), sum(s) FROM ("  # noqa: S608
-            f"SELECT g.grp, {_bucket_sql(window)} AS bucket, r.point_id, sum(r.value) AS s, count(*) AS c, min(r.value) AS lo, "
-            f"max(r.value) AS hi FROM twin_reading r {join}{where}GROUP BY 1, 2, 3) per_meter "
-            "GROUP BY 1, 2 ORDER BY 1, 2 LIMIT %(limit)s"
-        )
+    sql = (
+        f"SELECT {head}, {_bucket_sql(window)} AS bucket, avg(r.value), min(r.value), max(r.value), count(*), {meters}, "  # noqa: S608
+        f"sum(r.value) FROM twin_reading r {join}"
+        f"WHERE r.point_id = ANY(%(all_points)s) AND r.quantity = %(quantity)s AND {_window_sql(window)} AND r.quality <> %(invalid)s "
+        "GROUP BY 1, 2 ORDER BY 1, 2 LIMIT %(limit)s"
+    )
     params = {"all_points": binary_array(Int8Array, np.array(points, dtype=np.int64)),
               "starts": binary_array(TimestamptzArray, np.array([_micros(at) for at in window.starts], dtype=np.int64)),
               "quantity": window.spec.code, "start": window.start, "end": window.end,
