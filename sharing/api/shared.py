@@ -154,8 +154,9 @@ class SharedTelemetryViewSet(SharedViewSet):
         start = max(params["start"], obligations.data_start) if obligations.data_start else params["start"]
         end = min(params["end"], obligations.data_end) if obligations.data_end else params["end"]
         spec = QUANTITIES[params["quantity"]]
+        meters = self.in_feeder(self.get_queryset())  # a feeder outside the scope is 404 even when the window is empty
         try:
-            series, rows = self.series(spec, start, end, resolution) if end > start else ([], 0)
+            series, rows = self.series(meters, spec, start, end, resolution) if end > start else ([], 0)
         except QueryTooLarge as exc:
             raise ValidationError({"reason": "too_many_rows", "message": str(exc)}) from exc
         per_point = obligations.resolution == Resolution.RAW  # raw granted: series per meter, at any resolution asked
@@ -163,9 +164,9 @@ class SharedTelemetryViewSet(SharedViewSet):
                              "start": start, "end": end, "group_by": "point" if per_point else obligations.group_by,
                              "min_group_size": obligations.min_group_size, "series": series}, rows)
 
-    def series(self, spec, start, end, resolution) -> tuple[list[dict], int]:
+    def series(self, meters, spec, start, end, resolution) -> tuple[list[dict], int]:
         """Per grid (its own time zone): group aggregates, or per-meter series when the agreement grants raw data."""
-        meters = self.in_feeder(self.get_queryset()).values_list("id", "iri", "grid__iri", "grid__time_zone", "feeder__iri")
+        meters = meters.values_list("id", "iri", "grid__iri", "grid__time_zone", "feeder__iri")
         by_grid: dict[tuple[str, str], list[tuple[int, str, str | None]]] = defaultdict(list)
         for meter_id, iri, grid_iri, time_zone, feeder_iri in meters:
             by_grid[(grid_iri, time_zone)].append((meter_id, iri, feeder_iri))
