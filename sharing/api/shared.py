@@ -192,7 +192,8 @@ class SharedTelemetryViewSet(SharedViewSet):
         return series, rows
 
 
-RUN_FIELDS = ("id", "kind", "status", "at", "start", "end", "step_minutes", "grid_version", "summary", "finished_at")
+# Not the run's `summary`: its extremes are the whole grid's, also outside an agreement limited to some feeders.
+RUN_FIELDS = ("id", "kind", "status", "at", "start", "end", "step_minutes", "grid_version", "finished_at")
 
 
 class SharedRunViewSet(SharedViewSet):
