@@ -64,6 +64,7 @@ class GroupBy(models.TextChoices):
 
     GRID = "grid", "grid"
     FEEDER = "feeder", "feeder"
+    TRANSFORMER = "transformer", "secondary substation (transformer)"
 
 
 # Asset types an agreement's scope can name (the twin's asset models); telemetry follows the measured asset's type.
@@ -121,7 +122,7 @@ class Agreement(models.Model):
     data_start = models.DateTimeField(null=True, blank=True, help_text="Only data time-stamped at or after this.")
     data_end = models.DateTimeField(null=True, blank=True, help_text="Only data time-stamped before this.")
     resolution = models.CharField(max_length=10, choices=Resolution.choices, default=Resolution.HOUR)
-    group_by = models.CharField(max_length=10, choices=GroupBy.choices, default=GroupBy.FEEDER)
+    group_by = models.CharField(max_length=20, choices=GroupBy.choices, default=GroupBy.FEEDER)
     min_group_size = models.PositiveIntegerField(default=5, help_text="Aggregates over fewer meters than this are suppressed (k).")
     prohibitions = models.JSONField(default=list, blank=True, help_text=f"Prohibited actions: {', '.join(PROHIBITIONS)}.")
     attribution = models.CharField(max_length=500, blank=True, help_text="Duty: attribute the data with this text.")

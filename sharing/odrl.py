@@ -20,7 +20,7 @@ valid_from, _until  ``odrl:dateTime odrl:gteq`` / ``odrl:lt`` an xsd:dateTime (U
 data_start, _end    ``gt:dataTime odrl:gteq`` / ``odrl:lt`` an xsd:dateTime (only when set)
 resolution          ``gt:temporalResolution odrl:gteq`` an xsd:duration: PT0S (raw), PT15M, PT1H, P1D
 min_group_size      ``gt:aggregationCount odrl:gteq`` k (xsd:integer)
-group_by            ``gt:aggregationGroup odrl:eq "feeder"`` (or "grid")
+group_by            ``gt:aggregationGroup odrl:eq "feeder"`` (or "grid", "transformer")
 dropped_fields      ``gt:field odrl:isNoneOf "owner", "name" ...``: the fields withheld (only when any are)
 attribution         duty ``<A/duty/attribution>``: ``odrl:action odrl:attribute ; gt:attributionText "..."``
 delete_after_days   duty ``<A/duty/delete_after_days>``: ``odrl:action odrl:delete`` constrained by

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from sharing.models import Agreement
+from sharing.models import Agreement, GroupBy
 from twin import models as twin
+from twin.selectors import bus_of_measured, buses_behind_transformers
 
 MODEL_OF_TYPE = {
     "bus": twin.Bus,
@@ -97,3 +98,38 @@ def scope_violations(agreement: Agreement) -> QuerySet[twin.Violation]:
     for model in (twin.Bus, twin.Line, twin.Transformer):
         iris |= Q(asset_iri__in=scope_assets(agreement, model).values("iri"))
     return twin.Violation.objects.filter(run__in=scope_runs(agreement)).filter(iris)
+
+
+def meter_groups(meters: QuerySet[twin.Meter], group_by: str) -> dict[tuple[str, str], dict[str, list[int]]]:
+    """The provider-defined groups of these meters, per (grid IRI, grid time zone): group key → meter ids.
+
+    Groups are the grid, its feeders, or its secondary substations (the transformer whose LV side supplies the
+    measured bus); never a set the consumer picks. Meters outside every group of their kind fall in `<grid>#no-<kind>`.
+    """
+    found: dict[tuple[str, str], dict[str, list[int]]] = {}
+    rows = meters.values_list("id", "grid_id", "grid__iri", "grid__time_zone", "feeder__iri", "measured_iri").order_by("id")
+    topology: dict[int, tuple[dict[int, str], dict[str, int]]] = {}
+    for meter_id, grid_id, grid_iri, time_zone, feeder_iri, measured_iri in rows:
+        if group_by == GroupBy.GRID:
+            key = grid_iri
+        elif group_by == GroupBy.FEEDER:
+            key = feeder_iri or f"{grid_iri}#no-feeder"
+        else:
+            if grid_id not in topology:
+                grid = twin.Grid(pk=grid_id)
+                topology[grid_id] = (buses_behind_transformers(grid), bus_of_measured(grid))
+            behind, bus_of = topology[grid_id]
+            key = behind.get(bus_of.get(measured_iri)) or f"{grid_iri}#no-transformer"
+        found.setdefault((grid_iri, time_zone), {}).setdefault(key, []).append(meter_id)
+    return found
+
+
+def bus_group_keys(grid: twin.Grid, group_by: str) -> dict[int, str]:
+    """Bus id → the provider-defined group it belongs to (grid, feeder or secondary substation), for grouped results."""
+    buses = twin.Bus.objects.filter(grid=grid).values_list("id", "feeder__iri")
+    if group_by == GroupBy.GRID:
+        return {bus_id: grid.iri for bus_id, _ in buses}
+    if group_by == GroupBy.FEEDER:
+        return {bus_id: feeder_iri or grid.iri for bus_id, feeder_iri in buses}
+    behind = buses_behind_transformers(grid)
+    return {bus_id: behind.get(bus_id) or f"{grid.iri}#no-transformer" for bus_id, _ in buses}

@@ -119,3 +119,34 @@ def test_an_agreement_goes_out_and_back_in_as_its_odrl_policy(world, media_type)
         graph.remove((None, status, None))
     assert isomorphic(sent, stored)
     assert world.clients["outsider"].post("/api/v1/sharing/agreements", copy.encode(), content_type=media_type).status_code == 403
+
+
+def test_secondary_substations_are_groups_the_provider_defines(utility, lv_turtle):
+    """group_by transformer: the meters behind each transformer's LV side form one group (SimBench LV grid, real topology)."""
+    from ingest import services as ingest
+    from ingest.testing import power_readings, readings_json
+    from ontology.parsing import parse_rdf
+    from tests.hub import agreement_in_state, participant_create
+    from twin import models, services
+    from twin.selectors import buses_behind_transformers
+
+    grid = services.grid_import_graph(graph=parse_rdf(lv_turtle, "text/turtle", max_bytes=10**8, max_literal_chars=10**5),
+                                      participant=utility).grid
+    transformer = models.Transformer.objects.get(grid=grid)
+    behind = buses_behind_transformers(grid)
+    assert transformer.lv_bus_id in behind and transformer.hv_bus_id not in behind
+    lv_buses = set(models.Bus.objects.filter(grid=grid, base_voltage__nominal_voltage_kv__lt=transformer.vn_hv_kv)
+                   .values_list("id", flat=True))
+    assert set(behind.values()) == {transformer.iri} and set(behind) <= lv_buses and len(behind) > 0.9 * len(lv_buses)
+    meters = list(ingest.profile_meters_ensure(grid=grid).values())
+    source, _ = ingest.telemetry_source_issue(participant=utility, name="gw-lv")
+    receipt = ingest.telemetry_batch_receive(source=source, body=readings_json(power_readings(meters, START, 4)),
+                                             content_type="application/json")
+    ingest.telemetry_batch_process(batch_id=receipt.batch.pk)
+    consumer = participant_create("Substation Analytics", ["researcher"])
+    agreement = agreement_in_state(utility, consumer, "active", group_by="transformer", min_group_size=5, grid_iris=[grid.iri])
+    body = telemetry(oauth_client(consumer, "substation-client"), agreement=str(agreement.pk)).json()
+    assert body["group_by"] == "transformer"
+    [group] = body["series"]
+    assert group["group"] == transformer.iri and group["meters"] == len(meters) and not group["suppressed"]
+    assert [b["meters"] for b in group["buckets"]] == [len(meters)]

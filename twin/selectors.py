@@ -38,6 +38,37 @@ def points_of(participant_ids: list[int], *, writable: bool = False) -> QuerySet
     return meters.filter(retired_at__isnull=True) if writable else meters
 
 
+def buses_behind_transformers(grid: models.Grid) -> dict[int, str]:
+    """Bus id → IRI of the transformer whose low-voltage side supplies it (its secondary substation), for the buses
+    reachable from a transformer's LV bus through lines and closed switches without crossing another transformer."""
+    links: dict[int, set[int]] = {}
+    edges = [*models.Line.objects.filter(grid=grid, in_service=True).values_list("from_bus_id", "to_bus_id"),
+             *models.Switch.objects.filter(grid=grid, open=False).values_list("bus_id", "other_bus_id")]
+    for one, other in edges:
+        links.setdefault(one, set()).add(other)
+        links.setdefault(other, set()).add(one)
+    transformers = models.Transformer.objects.filter(grid=grid, in_service=True).order_by("-vn_hv_kv", "id")
+    hv_buses = set(transformers.values_list("hv_bus_id", flat=True))
+    behind: dict[int, str] = {}
+    for iri, lv_bus in transformers.values_list("iri", "lv_bus_id"):
+        pending = [lv_bus]
+        while pending:
+            bus = pending.pop()
+            if bus in behind or (bus in hv_buses and bus != lv_bus):
+                continue
+            behind[bus] = iri
+            pending.extend(links.get(bus, ()))
+    return behind
+
+
+def bus_of_measured(grid: models.Grid) -> dict[str, int]:
+    """Measured IRI (a bus, or an asset connected to one bus) → the bus id, for the meters of a grid."""
+    found = dict(models.Bus.objects.filter(grid=grid).values_list("iri", "id"))
+    for model in (models.Load, models.StaticGenerator, models.Storage, models.EVCharger, models.ExternalGrid):
+        found.update(model.objects.filter(grid=grid).values_list("iri", "bus_id"))
+    return found
+
+
 def grid_rows(grid: models.Grid, iris: set[str] | None = None) -> tuple[dict, dict[str, list[dict]], dict[str, dict]]:
     """A grid's rows as `values()` dicts per model (optionally only those with the given IRIs) and the IRI maps.
 

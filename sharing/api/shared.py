@@ -23,7 +23,7 @@ from ingest.selectors import QueryTooLarge
 from sharing import decisions, scope
 from sharing.api.base import PolicyViewSet
 from sharing.api.rows import as_jsonld, as_turtle, asset_rows, negotiated_format, redact
-from sharing.models import RESOLUTION_ORDER, GroupBy, Purpose, Resolution
+from sharing.models import RESOLUTION_ORDER, Purpose, Resolution
 from sharing.scope import MODEL_OF_TYPE
 from twin import models as twin
 from twin.models import QUANTITIES
@@ -166,26 +166,23 @@ class SharedTelemetryViewSet(SharedViewSet):
 
     def series(self, meters, spec, start, end, resolution) -> tuple[list[dict], int]:
         """Per grid (its own time zone): group aggregates, or per-meter series when the agreement grants raw data."""
-        meters = meters.values_list("id", "iri", "grid__iri", "grid__time_zone", "feeder__iri")
-        by_grid: dict[tuple[str, str], list[tuple[int, str, str | None]]] = defaultdict(list)
-        for meter_id, iri, grid_iri, time_zone, feeder_iri in meters:
-            by_grid[(grid_iri, time_zone)].append((meter_id, iri, feeder_iri))
+        obligations = self.decision.obligations
         series, rows = [], 0
-        for (grid_iri, time_zone), found in sorted(by_grid.items()):
-            if self.decision.obligations.resolution == Resolution.RAW:
-                iris = {meter_id: iri for meter_id, iri, _ in found}
+        if obligations.resolution == Resolution.RAW:
+            found = meters.values_list("id", "iri", "grid__iri", "grid__time_zone")
+            by_grid: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
+            for meter_id, iri, grid_iri, time_zone in found:
+                by_grid[(grid_iri, time_zone)][meter_id] = iri
+            for (_, time_zone), iris in sorted(by_grid.items()):
                 for entry in point_readings(point_ids=sorted(iris), spec=spec, start=start, end=end, resolution=resolution,
                                             time_zone=time_zone):
                     entry = {"point_iri": iris[entry.pop("point")], **entry}
                     rows += len(entry.get("readings", []))
                     series.append(entry)
-                continue
-            groups: dict[str, list[int]] = defaultdict(list)
-            for meter_id, _, feeder_iri in found:
-                key = grid_iri if self.decision.obligations.group_by == GroupBy.GRID else (feeder_iri or f"{grid_iri}#no-feeder")
-                groups[key].append(meter_id)
-            for group in group_aggregates(groups=dict(groups), spec=spec, start=start, end=end, resolution=resolution,
-                                          time_zone=time_zone, min_group_size=self.decision.obligations.min_group_size):
+            return series, rows
+        for (_, time_zone), groups in sorted(scope.meter_groups(meters, obligations.group_by).items()):
+            for group in group_aggregates(groups=groups, spec=spec, start=start, end=end, resolution=resolution,
+                                          time_zone=time_zone, min_group_size=obligations.min_group_size):
                 group["buckets"] = [{k: v for k, v in b.items() if k not in WITHHELD_EXTREMES} for b in group["buckets"]]
                 rows += len(group["buckets"])
                 series.append(group)
@@ -227,17 +224,17 @@ class SharedRunViewSet(SharedViewSet):
         if run is None:
             raise NotFound("no such run")
         buses = self.scoped(twin.Bus)
-        results = run.bus_results.filter(bus__in=buses).order_by("id").values("bus__iri", "bus__feeder__iri", "vm_pu", "va_degree")
+        results = run.bus_results.filter(bus__in=buses).order_by("id").values("bus_id", "bus__iri", "vm_pu", "va_degree")
         obligations = self.decision.obligations
         measured = (run.inputs or {}).get("measured", 0) > 0
         if not measured or obligations.resolution == Resolution.RAW:
             rows = [{"bus": r["bus__iri"], "vm_pu": r["vm_pu"], "va_degree": r["va_degree"]} for r in results]
             return self.respond({"run": run.pk, "grouped": False, "results": rows}, len(rows))
         groups: dict[str, list[float]] = defaultdict(list)
+        key_of = scope.bus_group_keys(run.grid, obligations.group_by)
         for r in results:
-            key = run.grid.iri if obligations.group_by == GroupBy.GRID else (r["bus__feeder__iri"] or run.grid.iri)
             if r["vm_pu"] is not None:
-                groups[key].append(r["vm_pu"])
+                groups[key_of[r["bus_id"]]].append(r["vm_pu"])
         rows = [{"group": key, "buses": len(values), "suppressed": len(values) < obligations.min_group_size,
                  **({} if len(values) < obligations.min_group_size else {"vm_min_pu": min(values), "vm_max_pu": max(values)})}
                 for key, values in sorted(groups.items())]
