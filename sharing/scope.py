@@ -88,8 +88,17 @@ def scope_points(agreement: Agreement) -> QuerySet[twin.Meter]:
 
 
 def scope_runs(agreement: Agreement) -> QuerySet[twin.LoadFlowRun]:
-    """Succeeded load-flow runs on the covered grids."""
-    return twin.LoadFlowRun.objects.filter(grid__in=scope_grids(agreement), status=twin.LoadFlowRun.Status.SUCCEEDED)
+    """Succeeded load-flow runs on the covered grids, inside the agreement's data window: derived data carry the terms of
+    the data that fed them, so a snapshot's time, or a time series' whole period, must lie in [data_start, data_end)."""
+    runs = twin.LoadFlowRun.objects.filter(grid__in=scope_grids(agreement), status=twin.LoadFlowRun.Status.SUCCEEDED)
+    snapshot, series = Q(at__isnull=False), Q(at__isnull=True)
+    if agreement.data_start:
+        snapshot &= Q(at__gte=agreement.data_start)
+        series &= Q(start__gte=agreement.data_start)
+    if agreement.data_end:
+        snapshot &= Q(at__lt=agreement.data_end)
+        series &= Q(end__lte=agreement.data_end)
+    return runs.filter(snapshot | series)
 
 
 def scope_violations(agreement: Agreement) -> QuerySet[twin.Violation]:

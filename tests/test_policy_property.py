@@ -445,8 +445,10 @@ def scoped_meters(w: World, a: AgreementSpec) -> set[str]:
 
 
 def scoped_runs(w: World, a: AgreementSpec) -> set[int]:
+    """Succeeded runs of covered grids whose time (every run here is a snapshot at T0) lies in the data window."""
     grids = covered_grids(w, a)
-    return {r.pk for r in w.runs.values() if r.grid in grids and r.status == "succeeded"}
+    in_window = (a.data_start is None or a.data_start <= T0) and (a.data_end is None or a.data_end > T0)
+    return {r.pk for r in w.runs.values() if r.grid in grids and r.status == "succeeded" and in_window}
 
 
 def scoped_violations(w: World, a: AgreementSpec) -> set[int]:
