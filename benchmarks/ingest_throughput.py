@@ -100,6 +100,7 @@ def main() -> None:
     from ingest.testing import metered_grid_create
     from ingest.writer import copy_binary_readings
     from twin import models
+    from twin.selectors import points_of
     from twin.services import participant_for_cli
 
     redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
@@ -207,7 +208,7 @@ def main() -> None:
     with connection.cursor() as cursor:  # the grid was created a minute ago: statistics as autovacuum keeps them on a live database
         cursor.execute("ANALYZE twin_meter")
         cursor.execute("ANALYZE twin_latestreading")
-    meters = selectors.meters_of([participant.pk]).filter(grid=grid)
+    meters = points_of([participant.pk]).filter(grid=grid)
     latest_ms, latest = median_ms(lambda: selectors.latest_readings(meters=meters))
     assert len(latest) == len(points)
     lateral_sql = ("SELECT m.id, r.ts, r.value FROM twin_meter m CROSS JOIN LATERAL (SELECT ts, value FROM twin_reading r "

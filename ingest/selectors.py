@@ -30,19 +30,14 @@ class QueryTooLarge(ValueError):
     """A readings query would return more rows than GRIDTWIN_TELEMETRY_MAX_QUERY_ROWS."""
 
 
-def meters_of(participant_ids: list[int], *, writable: bool = False) -> QuerySet[twin.Meter]:
-    """The measurement points of these participants (`twin.selectors.points_of`, the one rule of provenance)."""
-    return points_of(participant_ids, writable=writable)
-
-
 def point_ids_for(scope: list[int] | QuerySet[twin.Meter], keys: set[str], *, writable: bool = False) -> dict[str, int]:
     """Map point keys (meter IRIs, or ids as text) to the ids of the meters in scope: these participants' points
-    (`scope` a list of participant ids, `meters_of`), or the meters a decision allows (`scope` a Meter queryset).
+    (`scope` a list of participant ids, `twin.selectors.points_of`), or the meters a decision allows (`scope` a Meter queryset).
     With `writable`, only the points a gateway may write (not retired). One query per kind of key on PostgreSQL."""
     if isinstance(scope, QuerySet):
         meters = scope.filter(retired_at__isnull=True) if writable else scope
     else:
-        meters = meters_of(scope, writable=writable)
+        meters = points_of(scope, writable=writable)
     # Ids as text in ASCII digits, within bigint ("²" is a digit to str.isdigit; 10**20 is no meter's id).
     numeric = [number for key in keys if key.isascii() and key.isdigit() and (number := int(key)) <= MAX_ID]
     found: dict[str, int] = {}

@@ -8,7 +8,7 @@ deliveries. Every step can run twice without changing the outcome.
 
 Readings belong to the participant whose gateway sent them: the transaction that first stores readings for a
 meter fixes its `telemetry_owner` to the batch's participant, once (`_points_claim`). Which meters a gateway
-may write is the rule of `ingest.selectors.meters_of` (writable).
+may write is the rule of `twin.selectors.points_of` (writable).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ingest.writer import (
 )
 from twin import models as twin
 from twin.rdf_codec import TripleWriter, write_meters
-from twin.selectors import chunks
+from twin.selectors import chunks, points_of
 from twin.services import grid_apply_changes
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ ROLLUP_SETTLE_S = 300  # the hours a batch marked are recomputed once it finishe
 # Assets whose SimBench profile a replay turns into readings, and the kind of meter that measures each.
 PROFILED_METER_KINDS = [(twin.Load, "smart_meter"), (twin.StaticGenerator, "pv_inverter"), (twin.Storage, "battery")]
 POINT_CLAIM_ATTEMPTS = 3  # resolve → write rounds when a point changes hands meanwhile (a concurrent re-publish)
-# The PostgreSQL form of `selectors.meters_of(writable=True)` restricted to meters without a telemetry owner yet,
+# The PostgreSQL form of `twin.selectors.points_of(writable=True)` restricted to meters without a telemetry owner yet,
 # locked in id order (two workers claiming overlapping new meters never deadlock), then given the batch's participant.
 CLAIM_SQL = (
     "UPDATE twin_meter SET telemetry_owner_id = %(participant)s WHERE id IN ("
@@ -221,7 +221,7 @@ def _points_claim(validated: ValidatedBatch, *, participant_id: int) -> bool:
             return cursor.fetchone()[0] == len(points)
     claimed = 0
     for part in chunks(points.tolist()):
-        selectors.meters_of([participant_id], writable=True).filter(id__in=part, telemetry_owner__isnull=True) \
+        points_of([participant_id], writable=True).filter(id__in=part, telemetry_owner__isnull=True) \
             .update(telemetry_owner_id=participant_id)
         claimed += twin.Meter.objects.filter(id__in=part, telemetry_owner_id=participant_id, retired_at__isnull=True).count()
     return claimed == len(points)

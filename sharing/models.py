@@ -152,15 +152,6 @@ class Agreement(models.Model):
                 raise ValidationError("the terms of an agreement are frozen once it is offered: amend it (a new version)")
         super().save(*args, **kwargs)
 
-    @property
-    def purpose_iri(self) -> str:
-        return PURPOSE_IRIS[self.purpose]
-
-    def is_in_force(self, at=None) -> bool:
-        """Active and within its validity period at `at` (now by default): expiry takes effect on the next request."""
-        at = at or timezone.now()
-        return self.status == self.Status.ACTIVE and self.valid_from <= at < self.valid_until
-
     def clean(self) -> None:
         """Field-level rules the admin and the API share (the ODRL shapes judge the policy as a whole)."""
         errors = {}

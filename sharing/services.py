@@ -7,11 +7,11 @@ immutable once offered: an amendment is a new version that replaces the old one 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
 
+from ontology.errors import OntologyError
 from sharing.audit import audit_record
 from sharing.models import Agreement
 from sharing.odrl import agreement_check
@@ -26,16 +26,12 @@ TRANSITIONS = {
 }
 
 
-@dataclass
-class LifecycleError(Exception):
-    """A lifecycle step that the agreement's state or the acting participant does not allow."""
+class LifecycleError(OntologyError):
+    """A lifecycle step that the agreement's state or the acting participant does not allow (409, or 403 for the actor)."""
 
-    reason: str
-    message: str
-    status: int = 409
-
-    def as_dict(self) -> dict:
-        return {"reason": self.reason, "message": self.message}
+    def __init__(self, reason: str, message: str, status: int = 409):
+        super().__init__(message)
+        self.reason, self.status = reason, status
 
 
 def _audit(agreement: Agreement, *, actor: Participant, action: str, credential: str = "") -> None:

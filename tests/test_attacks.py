@@ -89,14 +89,23 @@ def test_filter_forms_and_filters_leak_nobody_elses_grids(world):
 
 
 def test_oversized_pages_are_cut_and_huge_offsets_are_empty(world):
+    """More rows than a page may hold (1,000): an oversized `limit` is cut to it, operator and shared views alike."""
+    from ingest.testing import metered_grid_create
+
+    big = metered_grid_create(world.provider, name="lv-big", feeders=1, meters_per_feeder=1100)
     operator = world.clients["provider_operator"]
-    page = operator.get("/api/v1/meters/", {"limit": 10**30})
-    assert page.status_code == 200 and len(page.json()["results"]) == len(world.meters) <= 1000
-    assert operator.get("/api/v1/meters/", {"limit": 5000}).json()["results"].__len__() == len(world.meters)
+    for limit in (10**30, 5000, 1001):
+        page = operator.get("/api/v1/meters/", {"grid": big.pk, "limit": limit})
+        assert page.status_code == 200 and page.json()["count"] == 1100 and len(page.json()["results"]) == 1000, limit
     far = operator.get("/api/v1/meters/", {"offset": 10**30})
     assert far.status_code == 200 and far.json()["results"] == []
-    shared = world.clients["consumer"].get("/api/v1/shared/meters", {"purpose": PURPOSE, "limit": 10**30, "offset": 10**30})
-    assert shared.status_code == 200 and shared.json()["results"] == []
+    steward = world.clients["provider_steward"]
+    consumer = world.clients["consumer"]
+    Agreement.objects.filter(pk=world.agreement.pk).update(feeder_iris=[], grid_iris=[big.iri])
+    shared = consumer.get("/api/v1/shared/meters", {"purpose": PURPOSE, "limit": 10**30}).json()
+    assert (shared["count"], shared["limit"], len(shared["results"])) == (1100, 1000, 1000)
+    assert consumer.get("/api/v1/shared/meters", {"purpose": PURPOSE, "offset": 10**30}).json()["results"] == []
+    assert steward.get("/api/v1/sharing/audit", {"limit": 10**30}).status_code == 200
 
 
 def test_mass_assignment_cannot_set_provider_state_or_history(world):

@@ -17,7 +17,7 @@ from ontology.namespaces import GT
 from twin import models
 from twin.loadflow import services as loadflow
 from twin.rdf_codec import TripleWriter, write_meters
-from twin.selectors import grid_graph
+from twin.selectors import grid_graph, points_of
 from twin.services import OWNER_REFUSED, ShapeViolation, grid_apply_changes, grid_import_graph, twin_object_check
 
 pytestmark = pytest.mark.django_db
@@ -166,9 +166,9 @@ def test_readings_belong_to_the_sending_gateway_not_to_the_owner_field(grid, loa
     assert rejected_reasons(send(utility, [power(charger_meter.pk, later), power(charger_meter.iri, later)])) == \
         ["unknown_point", "unknown_point"]
     assert charger_meter.pk not in selectors.point_ids_for([utility.pk], {str(charger_meter.pk), charger_meter.iri}).values()
-    assert not selectors.meters_of([utility.pk]).filter(pk=charger_meter.pk).exists()  # nor may it read them
+    assert not points_of([utility.pk]).filter(pk=charger_meter.pk).exists()  # nor may it read them
     assert send(cpo, [power(charger_meter.pk, later)]).accepted_count == 1  # the operator still writes its meter
-    assert selectors.meters_of([cpo.pk]).filter(pk=charger_meter.pk).exists()
+    assert points_of([cpo.pk]).filter(pk=charger_meter.pk).exists()
     assert models.Reading.objects.filter(point=charger_meter).count() == 3
     assert set(models.Reading.objects.filter(point=charger_meter).values_list("batch__participant", flat=True)) == {cpo.pk}
 
@@ -211,7 +211,7 @@ def test_republishing_without_a_meter_that_has_readings_retires_it(grid, loads, 
     assert set(models.Reading.objects.values_list("point_id", flat=True)) <= set(models.Meter.objects.values_list("id", flat=True))
     assert charger_meter.iri not in {str(s) for s in grid_graph(result.grid).subjects()}  # not in the export
     assert rejected_reasons(send(cpo, [power(charger_meter.pk, NOON + timedelta(hours=1))])) == ["unknown_point"]
-    assert selectors.meters_of([cpo.pk]).filter(pk=charger_meter.pk).exists()  # its sender still reads its readings
+    assert points_of([cpo.pk]).filter(pk=charger_meter.pk).exists()  # its sender still reads its readings
 
     again = grid_import_graph(graph=lv_graph, participant=utility)
     assert again.changed is False and again.grid.version == version + 1

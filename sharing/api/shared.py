@@ -26,6 +26,7 @@ from sharing.api.rows import as_jsonld, as_turtle, asset_rows, negotiated_format
 from sharing.models import RESOLUTION_ORDER, Purpose, Resolution
 from sharing.scope import MODEL_OF_TYPE
 from twin import models as twin
+from twin.api.views import RdfNegotiationMixin
 from twin.models import QUANTITIES
 
 SHARED_PARAMETERS = [
@@ -39,11 +40,8 @@ WITHHELD_EXTREMES = ("min", "max")
 BRANCH_ENDS = {twin.Line: ("from_bus", "to_bus"), twin.Transformer: ("hv_bus", "lv_bus"), twin.Switch: ("bus", "other_bus")}
 
 
-class SharedViewSet(PolicyViewSet):
+class SharedViewSet(RdfNegotiationMixin, PolicyViewSet):
     """Base of the third-party views: rows of the decision's agreement, redacted, in the negotiated format."""
-
-    def perform_content_negotiation(self, request, force=False):
-        return super().perform_content_negotiation(request, force=True)  # the view renders RDF itself; errors are JSON
 
     def in_feeder(self, rows):
         """Rows narrowed to the feeder named by `?feeder=<IRI>` (one of the provider's groups, not a set the consumer makes);
@@ -54,6 +52,11 @@ class SharedViewSet(PolicyViewSet):
         if not scope.scope_feeders(self.decision.agreement).filter(iri=iri).exists():
             raise NotFound("no such feeder")
         return rows.filter(feeder__iri=iri)
+
+    def page(self, rows: list) -> tuple[list, dict]:
+        """One page of the rows by the API's one pagination (`limit`, at most 1,000, and `offset`), with its place."""
+        found = self.paginate_queryset(rows)
+        return found, {"count": self.paginator.count, "limit": self.paginator.limit, "offset": self.paginator.offset}
 
     def scoped(self, model):
         """Rows of another twin model under the same agreement (e.g. the lines of a topology)."""
@@ -74,15 +77,6 @@ class SharedViewSet(PolicyViewSet):
         return Response(body)
 
 
-def _page(request, rows: list, limit_max: int = 1000) -> tuple[list, dict]:
-    try:
-        limit = min(max(int(request.query_params.get("limit", 100)), 1), limit_max)
-        offset = min(max(int(request.query_params.get("offset", 0)), 0), 2**63 - 1)
-    except ValueError as exc:
-        raise ValidationError({"reason": "invalid_filter", "message": "limit and offset are whole numbers"}) from exc
-    return rows[offset : offset + limit], {"count": len(rows), "limit": limit, "offset": offset}
-
-
 class SharedAssetViewSet(SharedViewSet):
     """Assets of one type that an agreement granting asset metadata covers."""
 
@@ -94,7 +88,7 @@ class SharedAssetViewSet(SharedViewSet):
         if any(f.name == "feeder" for f in self.asset_model._meta.get_fields()):
             rows = self.in_feeder(rows)
         rows = asset_rows(rows, self.asset_model)
-        page, meta = _page(request, rows)
+        page, meta = self.page(rows)
         return self.respond({**meta, "results": page}, len(page))
 
 
@@ -205,7 +199,7 @@ class SharedRunViewSet(SharedViewSet):
 
     @extend_schema(operation_id="v1_shared_loadflow_runs_list", parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        page, meta = _page(request, self.run_rows(self.get_queryset()))
+        page, meta = self.page(self.run_rows(self.get_queryset()))
         return self.respond({**meta, "results": page}, len(page))
 
     @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
@@ -251,7 +245,7 @@ class SharedViolationViewSet(SharedViewSet):
     def list(self, request):
         rows = [{**{n: v[n] for n in self.FIELDS}, "run": v["run_id"]}
                 for v in self.get_queryset().order_by("start", "id").values(*self.FIELDS, "run_id")]
-        page, meta = _page(request, rows)
+        page, meta = self.page(rows)
         return self.respond({**meta, "results": page}, len(page))
 
 
@@ -270,5 +264,5 @@ class SharedHostingViewSet(SharedViewSet):
         found = twin.HostingCapacityResult.objects.filter(run_id__in=latest.values(), bus__in=self.scoped(twin.Bus))
         rows = [{"bus": r["bus__iri"], "run": r["run_id"], **{n: r[n] for n in self.FIELDS}}
                 for r in found.order_by("run_id", "id").values("bus__iri", "run_id", *self.FIELDS)]
-        page, meta = _page(request, rows)
+        page, meta = self.page(rows)
         return self.respond({**meta, "results": page}, len(page))

@@ -19,7 +19,7 @@ from sharing.api.base import PolicyViewSet
 from sharing.api.rows import negotiated_format
 from sharing.models import Agreement, AuditEntry
 from sharing.scope import MODEL_OF_TYPE
-from twin.api.views import RdfUploadParser
+from twin.api.views import RdfNegotiationMixin, RdfUploadParser
 from twin.models import OwnerConsent, Participant
 
 ODRL_MEDIA_TYPES = {"application/ld+json": "json-ld", "text/turtle": "turtle"}
@@ -57,7 +57,7 @@ class TransitionSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, default="", max_length=500)
 
 
-class AgreementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewSet):
+class AgreementViewSet(RdfNegotiationMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewSet):
     """Agreements you provide or consume. Stewards of the provider create drafts (JSON or ODRL), offer, activate, suspend,
     revoke and amend them. `Accept: application/ld+json` or `text/turtle` gives an agreement as its ODRL policy."""
 
@@ -77,9 +77,6 @@ class AgreementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyV
             media_type = next(m for m, f in ODRL_MEDIA_TYPES.items() if f == chosen)
             return HttpResponse(odrl.serialize_agreement(agreement, chosen), content_type=f"{media_type}; charset=utf-8")
         return Response(self.get_serializer(agreement).data)
-
-    def perform_content_negotiation(self, request, force=False):
-        return super().perform_content_negotiation(request, force=True)
 
     @extend_schema(request={"application/json": AgreementSerializer, "application/ld+json": OpenApiTypes.BINARY,
                             "text/turtle": OpenApiTypes.BINARY},

@@ -21,9 +21,9 @@ DRF_REASONS = {
 
 
 def exception_handler(exc, context):
-    """Turn domain errors (anything with `status` and `as_dict()`: semantic-layer, lifecycle …), Django's model validation
-    errors and DRF errors into the project's error body."""
-    if isinstance(exc, OntologyError) or (isinstance(getattr(exc, "status", None), int) and callable(getattr(exc, "as_dict", None))):
+    """Turn client errors of the domain (OntologyError and its kin: RDF, ODRL, agreement lifecycle), Django's model
+    validation errors and DRF errors into the project's error body."""
+    if isinstance(exc, OntologyError):
         return Response(exc.as_dict(), status=exc.status)
     if isinstance(exc, DjangoValidationError):
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}

@@ -27,10 +27,10 @@ from datetime import datetime, timedelta
 import numpy as np
 from django.apps import apps
 from django.db import connection
-from django.db.models import Q
 
 from twin import models
 from twin.loadflow.profiles import ProfileSet, simbench_code, simbench_profiles
+from twin.selectors import points_of
 
 MEASURED, PROFILE, LAST_VALUE, DECLARED = 0, 1, 2, 3
 SOURCES = ("measured", "profile", "last_value", "declared")
@@ -137,14 +137,13 @@ def _reading_model():
 def _measured(grid, injections: Injections, times: list[datetime], step: timedelta):
     """(p, q, last_p, last_q, first_ts, last_ts) from readings: steps × injections arrays with NaN where nothing was measured.
 
-    Only the grid owner's own meters count (module docstring): not retired, telemetry owner the grid's owner or none.
+    Only the grid owner's own points count (module docstring, the rule of `twin.selectors.points_of`), not retired.
     """
     reading = _reading_model()
     if reading is None or not times or not len(injections):
         return None
     column = {iri: j for j, iri in enumerate(injections.iri)}
-    own = models.Meter.objects.filter(grid=grid, retired_at__isnull=True).filter(
-        Q(telemetry_owner_id=grid.owner_id) | Q(telemetry_owner__isnull=True))
+    own = points_of([grid.owner_id], writable=True).filter(grid=grid)
     meters = dict(own.filter(measured_iri__in=list(column)).values_list("id", "measured_iri"))
     if not meters:
         return None
