@@ -21,7 +21,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from sharing import scope
-from sharing.models import DROPPABLE_FIELDS, Agreement, AuditEntry, DataCategory, Purpose
+from sharing.models import DROPPABLE_FIELDS, AccessRequest, Agreement, AuditEntry, DataCategory, Purpose
 from sharing.principals import CONSUMER, GATEWAY, OPERATOR, STEWARD, Principal
 from twin import models as twin
 from twin.selectors import points_of
@@ -38,16 +38,21 @@ OWNED = {
     "violation": (twin.Violation, "grid__owner"),
     "batch": (twin.TelemetryBatch, "participant"),
 }
-# Third-party views: the data category each one needs.
+# Third-party views: the data categories each one needs (an agreement granting any of them serves the view).
 SHARED = {
-    "shared.asset": DataCategory.ASSET_METADATA,
-    "shared.topology": DataCategory.TOPOLOGY,
-    "shared.telemetry": DataCategory.TELEMETRY,
-    "shared.run": DataCategory.LOADFLOW_RESULTS,
-    "shared.violation": DataCategory.VIOLATIONS,
-    "shared.hosting": DataCategory.HOSTING_CAPACITY,
+    "shared.asset": (DataCategory.ASSET_METADATA,),
+    "shared.topology": (DataCategory.TOPOLOGY,),
+    "shared.telemetry": (DataCategory.TELEMETRY,),
+    "shared.run": (DataCategory.LOADFLOW_RESULTS,),
+    "shared.violation": (DataCategory.VIOLATIONS,),
+    "shared.hosting": (DataCategory.HOSTING_CAPACITY,),
+    # SPARQL over the permitted graph: the asset metadata, topology, violations and hosting capacity the agreement grants
+    "shared.sparql": (DataCategory.ASSET_METADATA, DataCategory.TOPOLOGY, DataCategory.VIOLATIONS, DataCategory.HOSTING_CAPACITY),
 }
-RESOURCES = [*OWNED, "point", "vocabulary", *SHARED, "agreement", "audit", "decision", "owner_consent"]
+# Request actions beyond view and add: a steward of the provider reviews (approve, reject, counter-offer); the consumer
+# answers an offer (accept, decline) or withdraws its request.
+REVIEW, ANSWER = "review", "answer"
+RESOURCES = [*OWNED, "point", "vocabulary", *SHARED, "shared.catalog", "agreement", "request", "audit", "decision", "owner_consent"]
 
 
 @dataclass(frozen=True)
@@ -102,9 +107,13 @@ NOT_FOUND = ("not_found", "Not found.")
 
 
 def decide(principal: Principal, action: str, resource: str, *, purpose: str | None = None, model=None,
-           agreement: str | None = None, at: datetime | None = None) -> Decision:
+           agreement: str | None = None, at: datetime | None = None, preview: Agreement | None = None) -> Decision:
     """Decide one request. `model` names the twin model of `asset` / `shared.asset` requests; `agreement` (id or uid)
-    picks one of several agreements in force; `at` is the time of the decision (now)."""
+    picks one of several agreements in force; `at` is the time of the decision (now).
+
+    `preview` is a steward's access preview: the shared view is decided as if that agreement (perhaps a draft, or
+    the terms a request would get) were the only one in force for its consumer; everything else is the same path.
+    """
     if principal.ambiguous:
         return _deny(400, "participant_required", "you act for several participants: name one with ?participant=IRI",
                      rule="deny:ambiguous_participant")
@@ -117,7 +126,12 @@ def decide(principal: Principal, action: str, resource: str, *, purpose: str | N
     if resource in OWNED or resource == "point":
         return _owner(principal, action, resource, model)
     if resource in SHARED:
-        return _agreement(principal, action, resource, purpose=purpose, model=model, wanted=agreement, at=at or timezone.now())
+        return _agreement(principal, action, resource, purpose=purpose, model=model, wanted=agreement, at=at or timezone.now(),
+                          preview=preview)
+    if resource == "shared.catalog":
+        return _catalog(principal, action)
+    if resource == "request":
+        return _request(principal, action)
     if resource in ("agreement", "audit", "decision", "owner_consent"):
         return _hub(principal, action, resource)
     return _deny(404, *NOT_FOUND, rule="deny:unknown_resource")
@@ -162,27 +176,57 @@ def _pick(candidates: list[Agreement], wanted: str | None) -> Agreement | Decisi
 
 
 def _agreement(principal: Principal, action: str, resource: str, *, purpose: str | None, model, wanted: str | None,
-               at: datetime) -> Decision:
+               at: datetime, preview: Agreement | None = None) -> Decision:
     if action != VIEW or not principal.has(CONSUMER):
         return _deny(403, "not_permitted", "this credential does not read shared views", rule="deny:not_consumer")
+    if preview is not None and not purpose:
+        purpose = preview.purpose
     if not purpose:
         return _deny(400, "purpose_required", f"declare the purpose of this request with ?{PURPOSE_PARAMETER}= "
                      f"({', '.join(Purpose.values)})", rule="deny:no_purpose")
     if purpose not in Purpose.values:
         return _deny(400, "unknown_purpose", f"purpose is one of {', '.join(Purpose.values)}", rule="deny:no_purpose")
-    category = SHARED[resource]
-    in_force = [a for a in agreements_in_force(principal.participant.pk, at) if category in a.categories]
+    categories = SHARED[resource]
+    label = categories[0] if len(categories) == 1 else resource.removeprefix("shared.")
+    considered = [preview] if preview is not None else agreements_in_force(principal.participant.pk, at)
+    in_force = [a for a in considered if set(categories) & set(a.categories)]
     candidates = [a for a in in_force if a.purpose == purpose]
     if not candidates:
         if in_force:
-            return _deny(403, "purpose_not_granted", f"no agreement in force grants {category} for the purpose {purpose}",
+            return _deny(403, "purpose_not_granted", f"no agreement in force grants {label} for the purpose {purpose}",
                          rule="deny:purpose")
         return _deny(404, *NOT_FOUND, rule="deny:no_agreement")
-    chosen = _pick(candidates, wanted)
+    chosen = candidates[0] if preview is not None else _pick(candidates, wanted)
     if isinstance(chosen, Decision):
         return chosen
-    return Decision(allowed=True, rule=f"agreement:{category}", queryset=shared_rows(chosen, resource, model),
-                    obligations=obligations_of(chosen), agreement=chosen, provider=chosen.provider)
+    rule = f"{'preview:' if preview is not None else ''}agreement:{label}"
+    return Decision(allowed=True, rule=rule, queryset=shared_rows(chosen, resource, model), obligations=obligations_of(chosen),
+                    agreement=chosen, provider=chosen.provider)
+
+
+def _catalog(principal: Principal, action: str) -> Decision:
+    """The catalog: any consumer discovers what its agreements grant and which offers it may request (no purpose asked)."""
+    if action != VIEW or not principal.has(CONSUMER):
+        return _deny(403, "not_permitted", "this credential does not read the catalog", rule="deny:not_consumer")
+    return Decision(allowed=True, rule="catalog")
+
+
+def _request(principal: Principal, action: str) -> Decision:
+    """Access requests: a consumer makes, follows, answers and withdraws its own; a steward of the provider reviews the
+    requests made to it. Someone else's request is 404 (as if absent)."""
+    participant = principal.participant
+    if action == REVIEW:
+        if not principal.has(STEWARD):
+            return _deny(403, "steward_required", "only a steward of the provider reviews a request", rule="deny:not_steward")
+        return Decision(allowed=True, rule="steward", queryset=AccessRequest.objects.filter(provider=participant), provider=participant)
+    if action in (ADD, ANSWER, CHANGE):
+        if not principal.has(CONSUMER):
+            return _deny(403, "not_permitted", "this credential does not request access", rule="deny:not_consumer")
+        return Decision(allowed=True, rule="consumer", queryset=AccessRequest.objects.filter(consumer=participant))
+    if not (principal.has(CONSUMER) or principal.has(STEWARD)):
+        return _deny(403, "not_permitted", "this credential does not read requests", rule="deny:not_permitted")
+    mine = Q(consumer=participant) | (Q(provider=participant) if principal.has(STEWARD) else Q(pk__in=[]))
+    return Decision(allowed=True, rule="owner", queryset=AccessRequest.objects.filter(mine))
 
 
 def shared_rows(agreement: Agreement, resource: str, model=None) -> QuerySet:
@@ -191,6 +235,8 @@ def shared_rows(agreement: Agreement, resource: str, model=None) -> QuerySet:
         return scope.scope_assets(agreement, model or twin.Bus)
     if resource == "shared.telemetry":
         return scope.scope_points(agreement)
+    if resource == "shared.sparql":
+        return scope.scope_grids(agreement)
     if resource in ("shared.run", "shared.hosting"):
         return scope.scope_runs(agreement)
     return scope.scope_violations(agreement)

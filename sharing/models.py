@@ -237,3 +237,110 @@ class AuditEntry(models.Model):
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.participant_iri or 'anonymous'} {self.action} {self.resource}: " \
                f"{'allowed' if self.allowed else 'denied'}"
+
+
+class DatasetOffer(models.Model):
+    """A provider's published offer (an ODRL 2.2 `odrl:Offer`): datasets of one grid that consumers may request, and on
+    which terms.
+
+    Its datasets are one per data category and per listed feeder (or per grid when it lists none), as
+    `sharing.datasets` names them. The catalog shows a published offer to every participant whose roles are in
+    `audience` (empty: any participant but the provider); a request names datasets of one offer and asks for a
+    purpose among `purposes`, a resolution no finer than `resolution` and a period of at most `max_days`. The
+    obligations (groups, k, fields dropped, prohibitions, duties) of the agreement an approval creates are the offer's.
+    """
+
+    uid = models.CharField(max_length=500, unique=True, help_text="The offer's IRI (odrl:uid).")
+    provider = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="offers")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True, max_length=2000)
+    grid = models.ForeignKey("twin.Grid", on_delete=models.PROTECT, related_name="offers")
+    feeder_iris = models.JSONField(default=list, blank=True, help_text="Feeders offered (IRIs), one dataset each; empty: the grid.")
+    categories = models.JSONField(default=list, help_text="Data categories offered.")
+    purposes = models.JSONField(default=list, help_text="Purposes a consumer may ask for.")
+    resolution = models.CharField(max_length=10, choices=Resolution.choices, default=Resolution.HOUR,
+                                  help_text="Finest telemetry resolution offered.")
+    group_by = models.CharField(max_length=20, choices=GroupBy.choices, default=GroupBy.FEEDER)
+    min_group_size = models.PositiveIntegerField(default=5)
+    dropped_fields = models.JSONField(default=list, blank=True)
+    prohibitions = models.JSONField(default=list, blank=True)
+    attribution = models.CharField(max_length=500, blank=True)
+    delete_after_days = models.PositiveIntegerField(null=True, blank=True)
+    max_days = models.PositiveIntegerField(default=365, help_text="Longest validity period a request may ask for, in days.")
+    audience = models.JSONField(default=list, blank=True, help_text="Participant roles it is shown to; empty: every participant.")
+    published = models.BooleanField(default=False, help_text="Shown in the catalog.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.title}"
+
+    def clean(self) -> None:
+        """The offer's own rules: its lists hold known values, its grid and feeders are the provider's."""
+        errors = {}
+        for name, allowed in (("categories", DataCategory.values), ("purposes", Purpose.values), ("dropped_fields", list(DROPPABLE_FIELDS)),
+                              ("prohibitions", PROHIBITIONS), ("audience", Participant.Role.values)):
+            values = getattr(self, name)
+            if not isinstance(values, list) or any(v not in allowed for v in values):
+                errors[name] = f"a list of {', '.join(allowed)}"
+        for name in ("categories", "purposes"):
+            if isinstance(getattr(self, name), list) and not getattr(self, name):
+                errors[name] = "name at least one"
+        if self.grid_id and self.provider_id and self.grid.owner_id != self.provider_id:
+            errors["grid"] = "a grid of the provider"
+        if self.grid_id and isinstance(self.feeder_iris, list):
+            known = set(self.grid.feeders.filter(iri__in=[i for i in self.feeder_iris if isinstance(i, str)]).values_list("iri", flat=True))
+            if any(iri not in known for iri in self.feeder_iris):
+                errors["feeder_iris"] = "feeders of the grid (IRIs)"
+        if self.max_days is not None and self.max_days < 1:
+            errors["max_days"] = "at least one day"
+        if errors:
+            raise ValidationError(errors)
+
+
+class AccessRequest(models.Model):
+    """A consumer's request for datasets of one offer, and its path to an agreement.
+
+    pending → approved (the steward put an agreement in force) | offered (the steward made it an offer on the
+    requested terms) | countered (an offer on changed terms) | rejected (with a reason) | withdrawn (by the
+    consumer); offered / countered → approved (the consumer accepted) | declined. `agreement` is the agreement the
+    approval or counter-offer created; every step is audited.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        OFFERED = "offered"
+        COUNTERED = "countered"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        DECLINED = "declined"
+        WITHDRAWN = "withdrawn"
+
+    consumer = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="requests_made")
+    provider = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="requests_received")
+    offer = models.ForeignKey(DatasetOffer, on_delete=models.PROTECT, related_name="requests")
+    datasets = models.JSONField(default=list, help_text="Dataset ids of the offer (sharing.datasets).")
+    purpose = models.CharField(max_length=40, choices=Purpose.choices)
+    valid_from = models.DateTimeField()
+    valid_until = models.DateTimeField()
+    resolution = models.CharField(max_length=10, choices=Resolution.choices, default=Resolution.HOUR)
+    message = models.CharField(max_length=2000, blank=True, help_text="What the consumer says to the steward.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    counter_terms = models.JSONField(default=dict, blank=True, help_text="The terms a counter-offer changed (term → value).")
+    reason = models.CharField(max_length=500, blank=True, help_text="The steward's reason (rejection, counter-offer).")
+    agreement = models.OneToOneField(Agreement, null=True, blank=True, on_delete=models.PROTECT, related_name="request")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    answered_at = models.DateTimeField(null=True, blank=True, help_text="When the consumer accepted or declined an offer.")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["provider", "status"], name="request_provider_idx"),
+                   models.Index(fields=["consumer", "status"], name="request_consumer_idx")]
+
+    def __str__(self) -> str:
+        return f"request {self.pk} of {self.consumer} to {self.provider} ({self.status})"

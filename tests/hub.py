@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from ingest import services as ingest
 from ingest.testing import metered_grid_create, power_readings, readings_json
 from sharing import services
-from sharing.models import Agreement, DataCategory, Purpose
+from sharing.models import Agreement, DataCategory, DatasetOffer, Purpose
 from sharing.oauth import api_client_issue
 from twin import models as twin
 from twin.models import Credential
@@ -103,6 +103,19 @@ def agreement_in_state(provider: twin.Participant, consumer: twin.Participant, s
         Agreement.objects.filter(pk=agreement.pk).update(status=Agreement.Status.ACTIVE)
         agreement.refresh_from_db()
     return agreement
+
+
+def offer_create(provider: twin.Participant, grid: twin.Grid, **changes) -> DatasetOffer:
+    """A published offer of the grid's telemetry and asset metadata, hourly or coarser, k = 5, owners and coordinates withheld."""
+    terms = {"uid": f"{grid.iri}/offer/{DatasetOffer.objects.count() + 1}", "provider": provider, "grid": grid,
+             "title": f"Telemetry of {grid.name}", "categories": [DataCategory.TELEMETRY, DataCategory.ASSET_METADATA],
+             "purposes": [PURPOSE, Purpose.NETWORK_PLANNING], "resolution": "hour", "group_by": "feeder", "min_group_size": 5,
+             "dropped_fields": ["owner", "coordinates"], "max_days": 180, "published": True}
+    terms.update(changes)
+    offer = DatasetOffer(**terms)
+    offer.full_clean()
+    offer.save()
+    return offer
 
 
 def run_with_results(grid: twin.Grid) -> twin.LoadFlowRun:

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from sharing.api import shared, views
+from sharing.api import catalog, requests, shared, sparql, views
 from sharing.scope import MODEL_OF_TYPE
 
 SHARED_ASSET_ROUTES = {"buses": "bus", "external-grids": "external_grid", "lines": "line", "transformers": "transformer",
@@ -24,9 +24,11 @@ sharing_router = _router()
 sharing_router.register("agreements", views.AgreementViewSet, basename="agreement")
 sharing_router.register("audit", views.AuditViewSet, basename="audit")
 sharing_router.register("owner-consents", views.OwnerConsentViewSet, basename="owner-consent")
+sharing_router.register("requests", requests.AccessRequestViewSet, basename="access-request")
 
 shared_router = _router()
 shared_router.register("loadflow/runs", shared.SharedRunViewSet, basename="shared-run")
+shared_router.register("catalog", catalog.CatalogViewSet, basename="shared-catalog")
 for prefix, type_name in SHARED_ASSET_ROUTES.items():
     shared_router.register(prefix, shared.shared_asset_viewset(type_name), basename=f"shared-{type_name}")
 
@@ -37,5 +39,6 @@ urlpatterns = [
     path("shared/topology", shared.SharedTopologyViewSet.as_view({"get": "list"}), name="shared-topology"),
     path("shared/telemetry", shared.SharedTelemetryViewSet.as_view({"get": "list"}), name="shared-telemetry"),
     path("shared/violations", shared.SharedViolationViewSet.as_view({"get": "list"}), name="shared-violations"),
+    path("shared/sparql", sparql.SparqlViewSet.as_view({"get": "query", "post": "query"}), name="shared-sparql"),
     path("shared/hosting-capacity", shared.SharedHostingViewSet.as_view({"get": "list"}), name="shared-hosting-capacity"),
 ]
