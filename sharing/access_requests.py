@@ -121,7 +121,8 @@ def request_preview_agreement(req: AccessRequest, changes: dict | None = None) -
 
 
 def _locked(req: AccessRequest, allowed: tuple[str, ...], step: str) -> AccessRequest:
-    req = AccessRequest.objects.select_for_update(of=("self",)).select_related("offer__grid", "provider", "consumer", "agreement").get(pk=req.pk)
+    rows = AccessRequest.objects.select_for_update(of=("self",)).select_related("offer__grid", "provider", "consumer", "agreement")
+    req = rows.get(pk=req.pk)
     if req.status not in allowed:
         raise RequestError("invalid_transition", f"a request that is {req.status} cannot be {step}")
     return req

@@ -21,7 +21,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from sharing import scope
-from sharing.models import DROPPABLE_FIELDS, AccessRequest, Agreement, AuditEntry, DataCategory, Purpose
+from sharing.models import DROPPABLE_FIELDS, AccessRequest, Agreement, AuditEntry, DataCategory, DatasetOffer, Purpose
 from sharing.principals import CONSUMER, GATEWAY, OPERATOR, STEWARD, Principal
 from twin import models as twin
 from twin.selectors import points_of
@@ -52,7 +52,8 @@ SHARED = {
 # Request actions beyond view and add: a steward of the provider reviews (approve, reject, counter-offer); the consumer
 # answers an offer (accept, decline) or withdraws its request.
 REVIEW, ANSWER = "review", "answer"
-RESOURCES = [*OWNED, "point", "vocabulary", *SHARED, "shared.catalog", "agreement", "request", "audit", "decision", "owner_consent"]
+RESOURCES = [*OWNED, "point", "vocabulary", *SHARED, "shared.catalog", "agreement", "offer", "request", "audit", "decision",
+             "owner_consent"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ def decide(principal: Principal, action: str, resource: str, *, purpose: str | N
         return _catalog(principal, action)
     if resource == "request":
         return _request(principal, action)
+    if resource == "offer":
+        return _offer(principal, action)
     if resource in ("agreement", "audit", "decision", "owner_consent"):
         return _hub(principal, action, resource)
     return _deny(404, *NOT_FOUND, rule="deny:unknown_resource")
@@ -209,6 +212,17 @@ def _catalog(principal: Principal, action: str) -> Decision:
     if action != VIEW or not principal.has(CONSUMER):
         return _deny(403, "not_permitted", "this credential does not read the catalog", rule="deny:not_consumer")
     return Decision(allowed=True, rule="catalog")
+
+
+def _offer(principal: Principal, action: str) -> Decision:
+    """A provider's offers: its stewards write and publish them, its operators read them (consumers find them in the catalog)."""
+    if action != VIEW and not principal.has(STEWARD):
+        return _deny(403, "steward_required", "only a steward of the provider writes its offers", rule="deny:not_steward")
+    if not (principal.has(STEWARD) or principal.has(OPERATOR)):
+        return _deny(403, "not_permitted", "this credential does not read offers; see the catalog", rule="deny:not_permitted")
+    participant = principal.participant
+    return Decision(allowed=True, rule="owner" if action == VIEW else "steward", queryset=DatasetOffer.objects.filter(provider=participant),
+                    provider=participant)
 
 
 def _request(principal: Principal, action: str) -> Decision:

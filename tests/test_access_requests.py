@@ -74,8 +74,8 @@ def test_request_approve_read_revoke(world):
 
 def test_counter_offer_accepted_puts_the_changed_terms_in_force(world):
     made = ask(world, telemetry_of(world, 1), telemetry_of(world, 2))
-    countered = world.clients["provider_steward"].post(f"{REQUESTS}/{made['id']}/counter",
-                                                       {"resolution": "day", "reason": "daily is enough for a tender"}, format="json").json()
+    counter = {"resolution": "day", "reason": "daily is enough for a tender"}
+    countered = world.clients["provider_steward"].post(f"{REQUESTS}/{made['id']}/counter", counter, format="json").json()
     assert countered["status"] == "countered" and countered["counter_terms"] == {"resolution": "day"}
     assert countered["agreement"]["status"] == "offered"
     accepted = world.clients["consumer"].post(f"{REQUESTS}/{made['id']}/accept").json()
@@ -159,3 +159,25 @@ def test_a_provider_cannot_offer_someone_elses_grid(world):
     other = participant_create("Other DSO", ["dso"])
     with pytest.raises(Exception, match="a grid of the provider"):
         offer_create(other, world.grid)
+
+
+def test_stewards_publish_offers_through_the_api(world):
+    body = {"title": "Feeder 2 telemetry", "grid": world.grid.iri, "feeder_iris": [world.feeders[2].iri], "categories": ["telemetry"],
+            "purposes": [PURPOSE], "resolution": "15min", "published": True}
+    created = world.clients["provider_steward"].post("/api/v1/sharing/offers", body, format="json")
+    assert created.status_code == 201, created.content
+    offer = created.json()
+    assert offer["provider"] == world.provider.iri and offer["datasets"] == [telemetry_of(world, 2)]
+    foreign = world.clients["consumer_steward"].post("/api/v1/sharing/offers", body, format="json")
+    assert foreign.status_code == 400 and foreign.json()["grid"] == ["no such grid"]
+    assert world.clients["provider_operator"].post("/api/v1/sharing/offers", body, format="json").status_code == 403
+    assert world.clients["consumer"].get("/api/v1/sharing/offers").status_code == 403
+    assert world.clients["consumer_steward"].get(f"/api/v1/sharing/offers/{offer['id']}").status_code == 404
+
+    made = ask(world, telemetry_of(world, 2), offer=offer["uid"], resolution="15min")
+    assert made["http"] == 201 and made["offer"] == offer["uid"]
+    hidden = world.clients["provider_steward"].patch(f"/api/v1/sharing/offers/{offer['id']}", {"published": False}, format="json")
+    assert hidden.status_code == 200 and hidden.json()["published"] is False
+    again = ask(world, telemetry_of(world, 2), offer=offer["uid"], resolution="15min")
+    assert (again["http"], again["reason"]) == (404, "no_such_dataset")
+    assert AuditEntry.objects.filter(action__in=["offer.create", "offer.change"]).count() == 2

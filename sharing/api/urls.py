@@ -3,7 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from sharing.api import catalog, requests, shared, sparql, views
+from sharing.api import access, catalog, shared, sparql, views
 from sharing.scope import MODEL_OF_TYPE
 
 SHARED_ASSET_ROUTES = {"buses": "bus", "external-grids": "external_grid", "lines": "line", "transformers": "transformer",
@@ -24,7 +24,8 @@ sharing_router = _router()
 sharing_router.register("agreements", views.AgreementViewSet, basename="agreement")
 sharing_router.register("audit", views.AuditViewSet, basename="audit")
 sharing_router.register("owner-consents", views.OwnerConsentViewSet, basename="owner-consent")
-sharing_router.register("requests", requests.AccessRequestViewSet, basename="access-request")
+sharing_router.register("offers", access.OfferViewSet, basename="offer")
+sharing_router.register("requests", access.AccessRequestViewSet, basename="access-request")
 
 shared_router = _router()
 shared_router.register("loadflow/runs", shared.SharedRunViewSet, basename="shared-run")

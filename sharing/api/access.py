@@ -1,5 +1,6 @@
-"""Access requests over the API: a consumer asks for datasets of its catalog and follows, accepts, declines or withdraws;
-a steward of the provider approves, rejects or counter-offers (also in the admin's inbox).
+"""Offers and access requests over the API: a provider's steward publishes offers; a consumer asks for datasets of its
+catalog and follows, accepts, declines or withdraws; a steward of the provider approves, rejects or counter-offers (also in
+the admin's inbox).
 
 Views declare; `sharing.access_requests` writes and audits; `sharing.decisions` decides (through PolicyViewSet):
 someone else's request is 404, reviewing needs the provider's steward (403 for a non-steward member).
@@ -7,6 +8,9 @@ someone else's request is 404, reviewing needs the provider's steward (403 for a
 
 from __future__ import annotations
 
+import uuid
+
+from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status
@@ -17,6 +21,8 @@ from rest_framework.response import Response
 from sharing import access_requests as workflow
 from sharing import decisions
 from sharing.api.base import PolicyViewSet
+from sharing.audit import audit_record
+from sharing.datasets import offer_datasets
 from sharing.models import DROPPABLE_FIELDS, AccessRequest, DataCategory, DatasetOffer, GroupBy, Resolution
 
 
@@ -157,3 +163,77 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pol
         """Consumer: withdraw the request (an offer not yet accepted is revoked)."""
         return self._step(request, serializers.Serializer, workflow.request_withdraw)
 
+
+
+class OfferSerializer(serializers.ModelSerializer):
+    """An offer of the provider's datasets; the provider is the steward's participant (not writable)."""
+
+    provider = serializers.SlugRelatedField(slug_field="iri", read_only=True)
+    grid = serializers.CharField(max_length=500, help_text="IRI of one of your grids.")
+    uid = serializers.CharField(max_length=500, required=False, help_text="The offer's IRI (default: a new urn:uuid).")
+    datasets = serializers.SerializerMethodField(help_text="The dataset ids it offers (one per category and feeder, or grid).")
+
+    class Meta:
+        model = DatasetOffer
+        fields = ["id", "uid", "provider", "title", "description", "grid", "feeder_iris", "categories", "purposes", "resolution",
+                  "group_by", "min_group_size", "dropped_fields", "prohibitions", "attribution", "delete_after_days", "max_days",
+                  "audience", "published", "datasets", "created_at"]
+        read_only_fields = ["id", "provider", "datasets", "created_at"]
+
+    def validate_grid(self, iri: str):
+        """One of the steward's own grids, by IRI; any other IRI is "no such grid" (nothing said of others' grids)."""
+        grid = self.context["view"].principal.participant.grids.filter(iri=iri).first()
+        if grid is None:
+            raise serializers.ValidationError("no such grid")
+        return grid
+
+    def get_datasets(self, offer: DatasetOffer) -> list[str]:
+        return [key.id for key in offer_datasets(offer)]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["grid"] = instance.grid.iri
+        return data
+
+
+class OfferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewSet):
+    """Your participant's offers: what consumers find in the catalog and may request. Stewards create, change and
+    (un)publish them; consumers see published offers addressed to their roles in GET /api/v1/shared/catalog."""
+
+    resource = "offer"
+    serializer_class = OfferSerializer
+    parser_classes = [JSONParser]
+    lookup_value_regex = r"\d+"
+    filterset_fields = {"published": ["exact"]}
+
+    def get_queryset(self):
+        return super().get_queryset().select_related("provider", "grid").order_by("-id")
+
+    @extend_schema(responses={201: OfferSerializer})
+    def create(self, request):
+        """A new offer of one of your grids (published when `published` is true)."""
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        offer = DatasetOffer(provider=self.principal.participant, **body.validated_data)
+        offer.uid = offer.uid or f"urn:uuid:{uuid.uuid4()}"
+        return Response(self.get_serializer(self._save(offer, "create")).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: OfferSerializer})
+    def partial_update(self, request, pk=None):
+        """Change an offer (e.g. `{"published": false}` to withdraw it from the catalog); requests already made keep its uid."""
+        offer = self.get_object()
+        body = self.get_serializer(offer, data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        for name, value in body.validated_data.items():
+            setattr(offer, name, value)
+        return Response(self.get_serializer(self._save(offer, "change")).data)
+
+    @transaction.atomic
+    def _save(self, offer: DatasetOffer, step: str) -> DatasetOffer:
+        offer.full_clean()
+        offer.save()
+        participant = self.principal.participant
+        audit_record(participant_iri=participant.iri, credential=self.principal.credential_label, action=f"offer.{step}", resource="offer",
+                     purpose="", allowed=True, rule="steward", agreement_uid=offer.uid, provider_iri=participant.iri, method="", path="",
+                     query={"published": str(offer.published)}, status_code=None, records=1)
+        return offer
