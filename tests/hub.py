@@ -26,8 +26,8 @@ from twin.models import Credential
 START = datetime(2024, 5, 1, tzinfo=UTC)
 PURPOSE = Purpose.FLEXIBILITY_PROCUREMENT
 WRONG_PURPOSE = Purpose.RESEARCH
-PERSONAS = ["provider_operator", "provider_steward", "consumer", "consumer_wrong_purpose", "expired", "revoked", "suspended",
-            "outsider", "gateway", "anonymous"]
+PERSONAS = ["provider_operator", "provider_steward", "consumer", "consumer_wrong_purpose", "consumer_steward", "expired", "revoked",
+            "suspended", "outsider", "gateway", "anonymous"]
 
 
 @dataclass
@@ -150,6 +150,7 @@ def hub_world_create(*, feeders: int = 3, meters_per_feeder: int = 6, steps: int
     world.clients["provider_operator"] = user_client(provider, "nord-operator")
     world.clients["provider_steward"] = user_client(provider, "nord-steward", steward=True)
     world.clients["consumer"] = world.clients["consumer_wrong_purpose"] = oauth_client(consumer, "flex-client")
+    world.clients["consumer_steward"] = user_client(consumer, "flex-steward", steward=True)  # a steward, of the consumer
     for state in ("expired", "revoked", "suspended"):
         other = participant_create(f"Aggregator {state}", ["aggregator"])
         agreement_in_state(provider, other, state, feeder_iris=[feeder_rows[0].iri])

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from sharing.datasets import DatasetKey, offer_datasets
 from sharing.models import Agreement, AuditEntry, Purpose
-from tests.hub import PURPOSE, START, hub_world_create, offer_create, participant_create, user_client
+from tests.hub import PURPOSE, START, hub_world_create, offer_create, participant_create
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,6 @@ def world():
     world = hub_world_create(feeders=3, meters_per_feeder=6, steps=8)
     offer = offer_create(world.provider, world.grid, feeder_iris=[f.iri for f in world.feeders[1:]], audience=["aggregator"])
     world.offer = offer
-    world.clients["consumer_steward"] = user_client(world.consumer, "flex-steward", steward=True)
     return world
 
 

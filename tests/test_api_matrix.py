@@ -19,21 +19,25 @@ import orjson
 import pytest
 from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 from rest_framework.views import APIView
 from rest_framework.viewsets import ViewSetMixin
 
 from ingest.testing import power_readings, readings_json
+from sharing import access_requests
 from sharing.api.base import PolicyViewSet
-from sharing.models import Agreement
+from sharing.datasets import offer_datasets
+from sharing.models import AccessRequest, Agreement, DatasetOffer
 from tests.hub import (
     PERSONAS,
+    PURPOSE,
     START,
     HubWorld,
     agreement_in_state,
     agreement_terms,
     hub_world_create,
+    offer_create,
     participant_create,
-    user_client,
 )
 from twin import models as twin
 
@@ -52,7 +56,8 @@ NOT_OPERATOR = {"consumer": 403, "consumer_wrong_purpose": 403, "expired": 403, 
 def owner_row(provider: int, outsider: int | None = None) -> dict[str, int]:
     """Owner policy: the provider's operators (and its steward, also an operator) get `provider`; the outsider is an operator
     too, of a participant that owns nothing here, so it gets `outsider` (default: the same, on its own empty rows)."""
-    return {"provider_operator": provider, "provider_steward": provider, "outsider": provider if outsider is None else outsider,
+    elsewhere = provider if outsider is None else outsider
+    return {"provider_operator": provider, "provider_steward": provider, "outsider": elsewhere, "consumer_steward": elsewhere,
             **NOT_OPERATOR}
 
 
@@ -64,12 +69,21 @@ PARTICIPANTS = EVERYONE | {"gateway": 403}  # any credential of a participant bu
 # The world's agreement: its parties read it (whatever purpose they declare); the other consumers and the outsider get the
 # 404 of an absent one.
 AGREEMENT_PARTIES = PARTICIPANTS | {"expired": 404, "revoked": 404, "suspended": 404, "outsider": 404}
-SHARED_READ = {"provider_operator": 404, "provider_steward": 404, "consumer": 200, "consumer_wrong_purpose": 403, "expired": 404,
-               "revoked": 404, "suspended": 404, "outsider": 404, "gateway": 403, "anonymous": 401}
+SHARED_READ = {"provider_operator": 404, "provider_steward": 404, "consumer": 200, "consumer_wrong_purpose": 403, "consumer_steward": 200,
+               "expired": 404, "revoked": 404, "suspended": 404, "outsider": 404, "gateway": 403, "anonymous": 401}
 
 
-def steward_only(status: int) -> dict[str, int]:
-    return {persona: 403 for persona in PERSONAS} | {"provider_steward": status, "anonymous": 401}
+def steward_only(status: int, consumer_steward: int = 404) -> dict[str, int]:
+    """Writes of a steward: the provider's steward gets `status`; the consumer's steward is a steward too, but of another
+    participant (`consumer_steward`: 404 for the provider's objects, or what its own participant's write gets)."""
+    return {persona: 403 for persona in PERSONAS} | {"provider_steward": status, "consumer_steward": consumer_steward, "anonymous": 401}
+
+
+# Access requests: a consumer's own (its API client, its users and its steward), reviewed by the provider's steward.
+REQUEST_PARTIES = PARTICIPANTS | {"provider_operator": 404, "expired": 404, "revoked": 404, "suspended": 404, "outsider": 404}
+REQUEST_ANSWER = REQUEST_PARTIES | {"provider_steward": 404}
+REQUEST_MAKERS = PARTICIPANTS | {"provider_operator": 404, "provider_steward": 404, "consumer": 201, "consumer_wrong_purpose": 201,
+                                 "consumer_steward": 201, "expired": 201, "revoked": 201, "suspended": 201, "outsider": 201}
 
 
 def gateway_only(status: int) -> dict[str, int]:
@@ -118,7 +132,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     **read("telemetry-quantities", EVERYONE),  # the vocabulary is public
     # The hub.
     **read("agreement-list", PARTICIPANTS),
-    ("agreement-list", "POST"): steward_only(201),
+    ("agreement-list", "POST"): steward_only(201, consumer_steward=201),  # the consumer's steward drafts its own
     **read("agreement-detail", AGREEMENT_PARTIES, options=PARTICIPANTS),
     **{key: row for step in ("offer", "activate", "suspend", "revoke")
        for key, row in write(f"agreement-{step}", steward_only(200), options=PARTICIPANTS).items()},
@@ -127,6 +141,18 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     **read("owner-consent-list", OPERATOR_LIST),
     ("owner-consent-list", "POST"): owner_row(201),  # one's own consent, for any grid IRI
     **write("sharing-decisions", PARTICIPANTS, options=PARTICIPANTS),
+    # Offers (the provider's stewards write, its operators read) and access requests.
+    **read("offer-list", OPERATOR_LIST),
+    ("offer-list", "POST"): steward_only(201, consumer_steward=400),  # the consumer's steward names a grid that is not its own
+    **read("offer-detail", OPERATOR_DETAIL, options=OPERATOR_LIST),
+    ("offer-detail", "PATCH"): steward_only(200) | {"provider_operator": 403, "outsider": 403},
+    **read("access-request-list", PARTICIPANTS),
+    ("access-request-list", "POST"): REQUEST_MAKERS,  # the provider asks its own offer: no such dataset in its catalog
+    **read("access-request-detail", REQUEST_PARTIES, options=PARTICIPANTS),
+    **{key: row for step in ("approve", "reject", "counter")
+       for key, row in write(f"access-request-{step}", steward_only(200), options=PARTICIPANTS).items()},
+    **{key: row for step in ("accept", "decline", "withdraw")
+       for key, row in write(f"access-request-{step}", REQUEST_ANSWER, options=PARTICIPANTS).items()},
     # Third-party views: one agreement in force for the declared purpose.
     **{key: row for name in ("shared-run-list", "shared-run-detail", "shared-run-results", "shared-topology", "shared-telemetry",
                              "shared-violations", "shared-hosting-capacity", *(f"shared-{t}-list" for t in SHARED_ASSETS))
@@ -211,6 +237,7 @@ class Matrix:
     pks: dict[str, int]
     throwaway: twin.Participant
     agreements: dict[tuple[str, bool], int] = field(default_factory=dict)  # (step, steward's?) → throwaway agreement
+    offer: DatasetOffer | None = None
 
 
 def matrix_create() -> Matrix:
@@ -238,9 +265,22 @@ def matrix_create() -> Matrix:
     pks = {name: row.pk for name, row in rows.items()} | {
         "grid": grid.pk, "feeder": feeder.pk, "basevoltage": bus.base_voltage_id, "bus": bus.pk, "meter": world.meters[0].pk,
         "loadflow-run": world.run.pk, "shared-run": world.run.pk, "telemetry-batch": world.batch.pk, "agreement": world.agreement.pk}
+    offer = offer_create(world.provider, grid, feeder_iris=[f.iri for f in world.feeders[1:]])
+    pks |= {"offer": offer.pk, "access-request": matrix_request(world, offer).pk}
     for client in {id(c): c for c in world.clients.values()}.values():
         client.raise_request_exception = False  # a 5xx is a finding to report, not an exception that stops the matrix
-    return Matrix(world=world, pks=pks, throwaway=participant_create("Matrix Throwaway", ["aggregator"]))
+    return Matrix(world=world, pks=pks, throwaway=participant_create("Matrix Throwaway", ["aggregator"]), offer=offer)
+
+
+def matrix_request(world: HubWorld, offer: DatasetOffer, state: str = "pending") -> AccessRequest:
+    """A request of the world's consumer for the offer's first dataset, pending or `offered` (approved as an offer); from
+    tomorrow on, so that the agreements its approvals put in force do not join the world's agreement today."""
+    tomorrow = timezone.now() + timedelta(days=1)
+    req = access_requests.request_create(consumer=world.consumer, datasets=[offer_datasets(offer)[0].id], purpose=PURPOSE,
+                                         valid_from=tomorrow, valid_until=tomorrow + timedelta(days=30))
+    if state == "offered":
+        req = access_requests.request_approve(req=req, actor=world.provider, activate=False)
+    return req
 
 
 def json_body(data: dict) -> tuple[bytes, str]:
@@ -255,6 +295,9 @@ def agreement_body(m: Matrix) -> dict:
 
 # State a throwaway agreement must be in for each lifecycle step (offer needs a draft, suspend an active one, …).
 STEP_FROM = {"offer": "draft", "activate": "offered", "suspend": "active", "revoke": "active", "amend": "active"}
+# State a request must be in for each of its steps; every cell gets its own (several personas may take the step).
+REQUEST_STEP_FROM = {"approve": "pending", "reject": "pending", "counter": "pending", "withdraw": "pending", "accept": "offered",
+                     "decline": "offered"}
 TELEMETRY_WINDOW = {"quantity": "active_power", "start": START.isoformat(), "end": (START + timedelta(hours=2)).isoformat()}
 
 
@@ -275,6 +318,11 @@ POST_BODIES: dict[str, Callable[[Matrix, str], tuple[bytes, str]]] = {
     "owner-consent-list": lambda m, persona: json_body({"grid_iri": "https://gridtwin.example/id/grid/elsewhere"}),
     "sharing-decisions": lambda m, persona: json_body({"action": "view", "resource": "shared.telemetry",
                                                        "purpose": m.world.purposes[persona]}),
+    "offer-list": lambda m, persona: json_body({"title": "matrix", "grid": m.world.grid.iri, "categories": ["topology"],
+                                                "purposes": [PURPOSE]}),
+    "access-request-list": lambda m, persona: json_body({"datasets": [offer_datasets(m.offer)[0].id], "purpose": PURPOSE,
+                                                         "valid_until": (timezone.now() + timedelta(days=30)).isoformat()}),
+    "access-request-counter": lambda m, persona: json_body({"resolution": "day", "reason": "api matrix"}),
 }
 
 
@@ -284,7 +332,10 @@ def call_for(m: Matrix, endpoint: Endpoint, method: str, persona: str) -> Call:
     kwargs: dict = {}
     if "pk" in endpoint.parameters:
         step = name.removeprefix("agreement-")
-        if step in STEP_FROM and method == "POST":
+        request_step = name.removeprefix("access-request-")
+        if request_step in REQUEST_STEP_FROM and method == "POST":
+            kwargs["pk"] = matrix_request(world, m.offer, REQUEST_STEP_FROM[request_step]).pk
+        elif step in STEP_FROM and method == "POST":
             # A throwaway agreement per row for the steward, whose step changes it, and one for everyone else, who are
             # refused before it is looked up (were one of them not, its own cell would say so).
             key = (step, persona == "provider_steward")
@@ -303,6 +354,8 @@ def call_for(m: Matrix, endpoint: Endpoint, method: str, persona: str) -> Call:
     elif name == "shared-telemetry":
         query |= TELEMETRY_WINDOW
     call = Call(kwargs=kwargs, query=query)
+    if method == "PATCH":
+        call.body, call.content_type = json_body({"published": True})
     if method == "POST":
         call.body, call.content_type = POST_BODIES.get(name, lambda m, persona: json_body({"reason": "api matrix"}))(m, persona)
     return call
@@ -453,8 +506,7 @@ def test_out_of_scope_answers_are_404_like_absent_and_show_nothing_of_the_provid
         if not same_answer(present, absent) or [iri for iri in hidden if iri in bytes(present.content).decode()]:
             problems.append(f"{url} as consumer: {present.status_code} {excerpt(present)} — absent feeder: {excerpt(absent)}")
     # A steward of the consumer is a party to the agreement but not its provider: it reads it, and may change only its own.
-    foreign = user_client(world.consumer, "flex-steward", steward=True)
-    foreign.raise_request_exception = False
+    foreign = world.clients["consumer_steward"]
     for step in STEP_FROM:
         present = foreign.post(f"/api/v1/sharing/agreements/{world.agreement.pk}/{step}", {}, format="json")
         absent = foreign.post(f"/api/v1/sharing/agreements/{ABSENT_PK}/{step}", {}, format="json")
