@@ -6,7 +6,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/gridtwin
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 DEMO_GRID ?= 1-LV-rural1--0-sw
 
-.PHONY: install demo test lint bench serve worker beat clean
+.PHONY: install demo test lint browser bench serve worker beat clean
 
 install: $(VENV)/.installed
 
@@ -22,8 +22,8 @@ demo: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py demo --simbench $(DEMO_GRID)
 
-## test: the whole suite against real PostgreSQL and Redis (lint first)
-test: install lint
+## test: the whole suite against real PostgreSQL and Redis (lint first; the real-browser tests need `browser`)
+test: install lint browser
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -q
 
 lint: install
@@ -31,6 +31,16 @@ lint: install
 	$(VENV)/bin/lint-imports
 	DATABASE_URL=sqlite://:memory: $(PY) manage.py makemigrations --check --dry-run -v0
 	DATABASE_URL=sqlite://:memory: $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+## browser: Debian's chromium and chromium-driver for the real-browser tests (tests/browser.py), installed only when missing
+BROWSER_PACKAGES := chromium chromium-driver
+SUDO = $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "installing $(BROWSER_PACKAGES) (apt-get)"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) \
+		|| { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES); }; \
+	fi
 
 ## bench: performance figures with their ratios to the plain approach (see benchmarks/README.md)
 bench: install

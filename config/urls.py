@@ -7,6 +7,8 @@ from oauth2_provider import views as oauth2_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # The browsable API's log-in and log-out pages (session users: members of participants).
+    path("api-auth/", include("rest_framework.urls")),
     path("api/v1/", include("twin.api.urls")),
     path("api/v1/telemetry/", include("ingest.api.urls")),
     path("api/v1/", include("sharing.api.urls")),

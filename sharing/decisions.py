@@ -196,15 +196,28 @@ def _agreement(principal: Principal, action: str, resource: str, *, purpose: str
     candidates = [a for a in in_force if a.purpose == purpose]
     if not candidates:
         if in_force:
-            return _deny(403, "purpose_not_granted", f"no agreement in force grants {label} for the purpose {purpose}",
-                         rule="deny:purpose")
-        return _deny(404, *NOT_FOUND, rule="deny:no_agreement")
+            denied = _deny(403, "purpose_not_granted", f"no agreement in force grants {label} for the purpose {purpose}",
+                           rule="deny:purpose")
+        else:
+            denied = _deny(404, *NOT_FOUND, rule="deny:no_agreement")
+        return _attributed(denied, principal, wanted)
     chosen = candidates[0] if preview is not None else _pick(candidates, wanted)
     if isinstance(chosen, Decision):
         return chosen
     rule = f"{'preview:' if preview is not None else ''}agreement:{label}"
     return Decision(allowed=True, rule=rule, queryset=shared_rows(chosen, resource, model), obligations=obligations_of(chosen),
                     agreement=chosen, provider=chosen.provider)
+
+
+def _attributed(denied: Decision, principal: Principal, wanted: str | None) -> Decision:
+    """A refusal of a read under a named agreement of the caller's own (revoked, expired, suspended …) is recorded against
+    that agreement and its provider, so the provider's audit shows the refused read; the answer itself is unchanged."""
+    if wanted:
+        own = Agreement.objects.filter(consumer_id=principal.participant_id).select_related("provider")
+        named = own.filter(pk=int(wanted)).first() if wanted.isdigit() and len(wanted) < 19 else own.filter(uid=wanted).first()
+        if named is not None:
+            denied.agreement, denied.provider = named, named.provider
+    return denied
 
 
 def _catalog(principal: Principal, action: str) -> Decision:

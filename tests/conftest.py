@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from tests.browser import browser, browser_factory, pytest_runtest_makereport  # noqa: F401  (real-browser fixtures, screenshots)
 from twin.models import Credential, Participant
 
 LV_CODE = "1-LV-rural1--0-sw"

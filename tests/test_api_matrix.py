@@ -69,6 +69,9 @@ PARTICIPANTS = EVERYONE | {"gateway": 403}  # any credential of a participant bu
 # The world's agreement: its parties read it (whatever purpose they declare); the other consumers and the outsider get the
 # 404 of an absent one.
 AGREEMENT_PARTIES = PARTICIPANTS | {"expired": 404, "revoked": 404, "suspended": 404, "outsider": 404}
+# The catalog: every consumer reads its own (no purpose needed); one dataset is 404 outside the caller's catalog.
+CATALOG_DATASET = PARTICIPANTS | {"provider_operator": 404, "provider_steward": 404, "expired": 404, "revoked": 404, "suspended": 404,
+                                  "outsider": 404}
 SHARED_READ = {"provider_operator": 404, "provider_steward": 404, "consumer": 200, "consumer_wrong_purpose": 403, "consumer_steward": 200,
                "expired": 404, "revoked": 404, "suspended": 404, "outsider": 404, "gateway": 403, "anonymous": 401}
 
@@ -157,6 +160,8 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     **{key: row for name in ("shared-run-list", "shared-run-detail", "shared-run-results", "shared-topology", "shared-telemetry",
                              "shared-violations", "shared-hosting-capacity", *(f"shared-{t}-list" for t in SHARED_ASSETS))
        for key, row in read(name, SHARED_READ).items()},
+    **read("shared-catalog-list", PARTICIPANTS),
+    **read("shared-catalog-detail", CATALOG_DATASET, options=PARTICIPANTS),
 }
 
 
@@ -264,7 +269,8 @@ def matrix_create() -> Matrix:
         row.save()
     pks = {name: row.pk for name, row in rows.items()} | {
         "grid": grid.pk, "feeder": feeder.pk, "basevoltage": bus.base_voltage_id, "bus": bus.pk, "meter": world.meters[0].pk,
-        "loadflow-run": world.run.pk, "shared-run": world.run.pk, "telemetry-batch": world.batch.pk, "agreement": world.agreement.pk}
+        "loadflow-run": world.run.pk, "shared-run": world.run.pk, "telemetry-batch": world.batch.pk, "agreement": world.agreement.pk,
+        "shared-catalog": f"g{grid.pk}-f{feeder.pk}-telemetry"}  # the consumer's granted telemetry dataset
     offer = offer_create(world.provider, grid, feeder_iris=[f.iri for f in world.feeders[1:]])
     pks |= {"offer": offer.pk, "access-request": matrix_request(world, offer).pk}
     for client in {id(c): c for c in world.clients.values()}.values():
@@ -476,8 +482,9 @@ def test_out_of_scope_answers_are_404_like_absent_and_show_nothing_of_the_provid
     other_grid = twin.Grid.objects.create(iri="https://gridtwin.example/id/test/other", name="other", owner=other_owner)
     other_run = twin.LoadFlowRun.objects.create(grid=other_grid, status=twin.LoadFlowRun.Status.SUCCEEDED, at=START)
     for persona in ("outsider", "expired", "revoked", "suspended", "provider_operator"):
-        for endpoint in (e for e in found if e.name.startswith("shared-")):
-            pk = world.run.pk if "pk" in endpoint.parameters else None
+        # The catalog list is not out of scope for anyone: each persona reads its own (offers published to it included).
+        for endpoint in (e for e in found if e.name.startswith("shared-") and e.name != "shared-catalog-list"):
+            pk = pk_of(m, endpoint.name) if "pk" in endpoint.parameters else None
             response, url = ask(persona, endpoint.name, pk, **(TELEMETRY_WINDOW if endpoint.name == "shared-telemetry" else {}))
             checked += 1
             if response.status_code != 404 or leaks(response):

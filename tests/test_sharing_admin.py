@@ -402,6 +402,7 @@ def test_a_steward_sees_and_edits_only_its_participants(hub):
     assert shown(browser.get(participants)) == [a]
     assert browser.get(change_url(c)).status_code == 302
     colleague = get_user_model().objects.create_user("colleague")
+    a.members.add(colleague)  # a superuser made the account and attached it to the participant
 
     response = browser.post(change_url(a), {"name": "Stadtwerke Nord GmbH", "roles": ["dso"], "members": [hub.users["steward_a"].pk],
                                             "stewards": [hub.users["steward_a"].pk, colleague.pk], "iri": "https://evil.example/a"})
@@ -413,6 +414,20 @@ def test_a_steward_sees_and_edits_only_its_participants(hub):
     assert browser.post(change_url(c), {"name": "taken over"}).status_code == 302
     c.refresh_from_db()
     assert c.name == "Stadtwerke Sued"
+
+
+def test_a_steward_picks_members_only_among_its_own_participants_people(hub):
+    a, c = hub.participants["a"], hub.participants["c"]
+    browser = hub.browsers["steward_a"]
+    stranger = get_user_model().objects.create_user("stranger-of-sued")
+    c.members.add(stranger)
+
+    page = browser.get(change_url(a))
+    assert page.status_code == 200 and b"stranger-of-sued" not in page.content and b"steward-c" not in page.content
+    response = browser.post(change_url(a), {"name": a.name, "roles": ["dso"], "members": [hub.users["steward_a"].pk, stranger.pk],
+                                            "stewards": [hub.users["steward_a"].pk]})
+    assert response.status_code == 200 and b"Select a valid choice" in response.content
+    assert stranger not in a.members.all()
 
 
 def test_a_steward_who_registers_a_participant_stewards_it(hub):

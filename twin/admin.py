@@ -59,6 +59,14 @@ class ParticipantAdmin(admin.ModelAdmin):
                                              required=False, help_text="Roles of the organisation.")
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        """A steward picks members and stewards among the people of its own participants only: the widget never lists the
+        accounts of other organisations (a new person's account is made, and first attached, by a superuser)."""
+        if db_field.name in ("members", "stewards") and not request.user.is_superuser:
+            mine = list(self.stewarded(request))
+            kwargs["queryset"] = db_field.remote_field.model.objects.filter(participants__in=mine).distinct().order_by("username")
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
     def save_related(self, request, form, formsets, change):
         """Stewards are members; a steward who registers a participant becomes its steward (or would lose it at once)."""
         super().save_related(request, form, formsets, change)

@@ -107,7 +107,7 @@ class PolicyViewSet(viewsets.GenericViewSet):
         """One append-only audit entry per request: who, which decision and rule, what was asked, how many records went out."""
         decision = self.decision
         principal = principal_of(request)
-        provider = decision.provider if decision is not None and decision.allowed else None
+        provider = decision.provider if decision is not None else None
         audit_record(
             participant_iri=principal.participant.iri if principal.participant else "", credential=principal.credential_label,
             action=self.policy_action(), resource=self.resource, purpose=request.query_params.get(decisions.PURPOSE_PARAMETER, ""),
