@@ -50,6 +50,8 @@ bench: install
 	$(PY) benchmarks/simbench_roundtrip.py
 	$(PY) benchmarks/ingest_throughput.py
 	$(PY) benchmarks/sharing_read.py
+	$(PY) benchmarks/sharing_catalog.py
+	$(PY) benchmarks/sharing_sparql.py
 
 ## serve: the API under gunicorn (config/gunicorn_conf.py), with the deployment's environment (SECRET_KEY, DATABASE_URL, CELERY_BROKER_URL, ALLOWED_HOSTS)
 serve: install

@@ -9,8 +9,10 @@ reads the audit of who saw what, revokes, and the next read is refused.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -33,7 +35,17 @@ SELECT ?a ?c WHERE { ?l1 gt:from_bus|gt:to_bus ?a . ?l1 gt:from_bus|gt:to_bus ?b
 
 
 def _steward_client(participant: twin.Participant) -> APIClient:
+    """The DSO's steward `demo-steward`: an API token for the story, and an admin login (staff) whose password is made
+    once and kept in the demo folder (`steward-password.txt`, like the operator's `token.txt`)."""
     user, _ = get_user_model().objects.get_or_create(username="demo-steward")
+    password_file = Path(settings.GRIDTWIN_DEMO_DIR) / "steward-password.txt"
+    if not user.has_usable_password() or not password_file.exists():
+        password = secrets.token_urlsafe(12)
+        user.set_password(password)
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(password + "\n")
+    user.is_staff = True
+    user.save()
     participant.members.add(user)
     participant.stewards.add(user)
     _, raw = Credential.issue(kind=Credential.Kind.TOKEN, participant=participant, user=user, name="demo steward")

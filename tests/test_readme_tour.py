@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 TOUR_BLOCK = re.compile(r"^```sh tour\n(.*?)^```[ \t]*$", re.S | re.M)
 MARK = "@@@ "
 MARK_SPLIT = re.compile(r"\n@@@ ([^\n]*)\n")
-CAPTURED = ("DEMO_GRID", "GRID", "POINT", "FEEDER_ID", "BATCH", "SNAPSHOT", "SERIES", "HOSTING", "FEEDER", "AGREEMENT", "AGGREGATOR")
+CAPTURED = ("DEMO_GRID", "GRID", "POINT", "FEEDER_ID", "BATCH", "SNAPSHOT", "SERIES", "HOSTING", "FEEDER", "AGREEMENT", "AGGREGATOR",
+            "OFFER", "TELEMETRY", "TOPOLOGY", "REQUEST")
 # Instrumentation around the README's text: a marker before each top-level command (command substitutions and
 # functions do not inherit the trap), and the captured variables at the end.
 PREAMBLE = (
@@ -154,7 +155,7 @@ def check_run(run: TourRun, tmp: Path, first: bool) -> None:
     """The README's claims, one after the other in README order, on one run's answers."""
     n = run.number
     ids = {name: run.vars.get(name, "") for name in CAPTURED}
-    for name in ("DEMO_GRID", "GRID", "POINT", "FEEDER_ID", "BATCH", "SNAPSHOT", "SERIES", "HOSTING", "AGREEMENT"):
+    for name in ("DEMO_GRID", "GRID", "POINT", "FEEDER_ID", "BATCH", "SNAPSHOT", "SERIES", "HOSTING", "AGREEMENT", "REQUEST"):
         assert ids[name].isdigit(), f"run {n}: {name} captured {ids[name]!r}"
     assert ids["AGGREGATOR"].startswith("https://") and ids["FEEDER"].startswith("https://"), ids
 
@@ -221,14 +222,24 @@ def check_run(run: TourRun, tmp: Path, first: bool) -> None:
     assert hosting and all(h["pv_kw"] > 0 and h["load_kw"] > 0 and h["pv_limited_by"] for h in hosting), hosting[:2]
     assert (tmp / "profile.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
-    # The aggregator's five minutes: an agreement drafted, offered, activated …
-    assert run.json("/offer")["status"] == "offered"
-    active = run.json("/activate")
-    assert active["status"] == "active" and active["feeder_iris"] == [ids["FEEDER"]] and active["consumer"] == ids["AGGREGATOR"], active
+    # The steward's and the consumer's five minutes: an offer published, found in the catalog, requested …
+    assert ids["OFFER"].startswith("urn:uuid:"), ids["OFFER"]
+    catalog = run.json('"$CATALOG&category=telemetry"', 0)
+    assert catalog["@type"] == "dcat:Catalog" and catalog["count"] >= 1, str(catalog)[:500]
+    assert {d["dct:identifier"] for d in catalog["dcat:dataset"]} == {ids["TELEMETRY"]}, str(catalog)[:500]
+    assert all(d["gt:feeder"]["@id"] == ids["FEEDER"] and d["gt:granted"] is False for d in catalog["dcat:dataset"])
+    assert ids["OFFER"] in run.output('"$CATALOG&category=telemetry"').split("\n")[0]
+    assert run.json("$API/sharing/requests/$REQUEST", 0)["status"] == "pending"
+    inbox = run.json('"$API/sharing/requests?status=pending"')["results"]
+    assert int(ids["REQUEST"]) in [r["id"] for r in inbox], inbox[:2]
+    # … approved by the steward …
+    followed = run.json("$API/sharing/requests/$REQUEST", 1)
+    assert followed["status"] == "approved" and followed["agreement"]["id"] == int(ids["AGREEMENT"]), followed
+    assert followed["datasets"] == sorted([ids["TELEMETRY"], ids["TOPOLOGY"]]), followed
     policy = run.output('-H "Accept: text/turtle" $API/sharing/agreements/$AGREEMENT')
     assert "a odrl:Agreement" in policy and 'gt:status "active"' in policy and ids["AGGREGATOR"] in policy, policy[:500]
-    # … read hourly, refused what it does not grant …
-    shared = run.json("$API/shared/telemetry?purpose=flexibility_procurement&agreement=$AGREEMENT&$WINDOW\"", 0)
+    # … read hourly, queried in SPARQL, refused what it does not grant …
+    shared = run.json('$API/shared/telemetry?$READ&$WINDOW"', 0)
     assert shared["resolution"] == "hour" and shared["group_by"] == "feeder", str(shared)[:500]
     (group,) = shared["series"]
     assert group["group"] == ids["FEEDER"] and not group["suppressed"] and group["meters"] >= 5, str(group)[:500]
@@ -236,9 +247,9 @@ def check_run(run: TourRun, tmp: Path, first: bool) -> None:
     assert run.json("resolution=raw")["reason"] == "resolution_not_granted"
     assert run.json("purpose=research")["reason"] == "purpose_not_granted"
     assert run.json('"$API/telemetry/readings?feeder=$FEEDER_ID&$WINDOW"')["reason"] == "not_permitted"
-    meters = run.output("$API/shared/meters?")
-    assert meters.count(" a saref:Meter ") == 3 and "gt:limit 3" in meters, meters[:500]
-    assert "owner" not in meters and "lat_degree" not in meters and "lon_degree" not in meters, meters[:500]
+    counted = run.output("GROUP BY ?class")
+    assert counted.splitlines()[0].strip() == "class,nodes" and "TopologicalNode" in counted, counted[:500]
+    assert run.json("SERVICE <http://example.org/sparql>")["reason"] == "sparql_forbidden"
     decision = run.json("$API/sharing/decisions")
     assert decision["allowed"] is True and decision["rule"] == "agreement:telemetry", decision
     assert decision["obligations"]["resolution"] == "hour" and "owner" in decision["obligations"]["drop_fields"], decision
@@ -246,7 +257,7 @@ def check_run(run: TourRun, tmp: Path, first: bool) -> None:
     audit = run.json("$API/sharing/audit?limit=5")["results"]
     assert len(audit) == 5 and any(entry["participant_iri"] == ids["AGGREGATOR"] for entry in audit), audit[:2]
     assert run.json("/revoke")["status"] == "revoked"
-    after = run.json("$API/shared/telemetry?purpose=flexibility_procurement&agreement=$AGREEMENT&$WINDOW\"", 1)
+    after = run.json('$API/shared/telemetry?$READ&$WINDOW"', 1)
     assert after["reason"] == "not_found", after
     assert run.output("manage.py verify_audit").startswith("audit chain intact"), run.output("manage.py verify_audit")
 
@@ -290,7 +301,7 @@ def test_readme_tours_run_as_written_twice(tmp_path):
             server.wait(timeout=15)
 
     # pasted again: the same grids and meters are found, not assumed; a new agreement, batch and runs each time
-    for name in ("DEMO_GRID", "GRID", "POINT", "FEEDER_ID", "FEEDER", "AGGREGATOR"):
+    for name in ("DEMO_GRID", "GRID", "POINT", "FEEDER_ID", "FEEDER", "AGGREGATOR", "TELEMETRY", "TOPOLOGY"):
         assert first.vars[name] == second.vars[name], (name, first.vars[name], second.vars[name])
-    for name in ("BATCH", "SNAPSHOT", "SERIES", "HOSTING", "AGREEMENT"):
+    for name in ("BATCH", "SNAPSHOT", "SERIES", "HOSTING", "AGREEMENT", "REQUEST"):
         assert int(second.vars[name]) > int(first.vars[name]), (name, first.vars[name], second.vars[name])

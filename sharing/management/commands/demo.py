@@ -50,7 +50,7 @@ class Command(BaseCommand):
         call_command("replay_telemetry", grid=grid.pk, simbench_profiles=True, days=1, stdout=self.stdout, stderr=self.stderr)
         self.step("8. Load flows: a snapshot, a day of time series with violations, a voltage profile")
         self.show_loadflows(grid, simbench)
-        self.step("9. Share with an aggregator: an agreement, hourly feeder aggregates, refusals, the audit")
+        self.step("9. Share with an aggregator: an offer, the catalog, a request approved, feeder aggregates, SPARQL, the audit")
         day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
         aggregator_story(grid, day, self.stdout.write)
         self.step("10. Try the API")
