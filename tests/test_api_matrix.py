@@ -160,6 +160,8 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     **{key: row for name in ("shared-run-list", "shared-run-detail", "shared-run-results", "shared-topology", "shared-telemetry",
                              "shared-violations", "shared-hosting-capacity", *(f"shared-{t}-list" for t in SHARED_ASSETS))
        for key, row in read(name, SHARED_READ).items()},
+    **read("shared-sparql", SHARED_READ),
+    ("shared-sparql", "POST"): SHARED_READ,
     **read("shared-catalog-list", PARTICIPANTS),
     **read("shared-catalog-detail", CATALOG_DATASET, options=PARTICIPANTS),
 }
@@ -329,6 +331,7 @@ POST_BODIES: dict[str, Callable[[Matrix, str], tuple[bytes, str]]] = {
     "access-request-list": lambda m, persona: json_body({"datasets": [offer_datasets(m.offer)[0].id], "purpose": PURPOSE,
                                                          "valid_until": (timezone.now() + timedelta(days=30)).isoformat()}),
     "access-request-counter": lambda m, persona: json_body({"resolution": "day", "reason": "api matrix"}),
+    "shared-sparql": lambda m, persona: (b"ASK { ?s ?p ?o }", "application/sparql-query"),
 }
 
 
@@ -359,6 +362,8 @@ def call_for(m: Matrix, endpoint: Endpoint, method: str, persona: str) -> Call:
         query |= {"grid": world.grid.pk, "quantity": "active_power"}
     elif name == "shared-telemetry":
         query |= TELEMETRY_WINDOW
+    elif name == "shared-sparql" and method != "POST":
+        query |= {"query": "ASK { ?s ?p ?o }"}
     call = Call(kwargs=kwargs, query=query)
     if method == "PATCH":
         call.body, call.content_type = json_body({"published": True})

@@ -187,3 +187,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# SPARQL over the permitted graph (sharing.sparql): limits of one query, and the graphs kept per web worker.
+GRIDTWIN_SPARQL_TIMEOUT_S = float(os.environ.get("GRIDTWIN_SPARQL_TIMEOUT_S", "5"))
+GRIDTWIN_SPARQL_MAX_ROWS = int(os.environ.get("GRIDTWIN_SPARQL_MAX_ROWS", "10000"))
+GRIDTWIN_SPARQL_MAX_QUERY_CHARS = int(os.environ.get("GRIDTWIN_SPARQL_MAX_QUERY_CHARS", "20000"))
+GRIDTWIN_SPARQL_MAX_RESULT_BYTES = int(os.environ.get("GRIDTWIN_SPARQL_MAX_RESULT_BYTES", str(32 * 1024 * 1024)))
+GRIDTWIN_SPARQL_MEMORY_MB = int(os.environ.get("GRIDTWIN_SPARQL_MEMORY_MB", "512"))
+GRIDTWIN_SPARQL_CACHE_GRAPHS = int(os.environ.get("GRIDTWIN_SPARQL_CACHE_GRAPHS", "8"))
+GRIDTWIN_SPARQL_CACHE_TRIPLES = int(os.environ.get("GRIDTWIN_SPARQL_CACHE_TRIPLES", "1000000"))

@@ -115,8 +115,12 @@ class PolicyViewSet(viewsets.GenericViewSet):
             rule=decision.rule if decision is not None else f"deny:{response.status_code}",
             agreement_uid=decision.agreement.uid if decision is not None and decision.agreement else "",
             provider_iri=provider.iri if provider is not None else "", method=request.method, path=request.path,
-            query=dict(request.query_params.lists()), status_code=response.status_code, records=self.records(response),
+            query=self.audit_query(request), status_code=response.status_code, records=self.records(response),
         )
+
+    def audit_query(self, request) -> dict:
+        """What the audit keeps of the request's asks: its query parameters (views whose asks come in the body add them)."""
+        return dict(request.query_params.lists())
 
     def records(self, response) -> int:
         counted = getattr(self, "records_out", None)
