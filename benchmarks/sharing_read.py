@@ -146,9 +146,9 @@ def run(args) -> None:
     from ingest import services as ingest
     from ingest.testing import metered_grid_create, power_readings, readings_json
     from sharing import audit, decisions
-    from sharing.api.rows import asset_rows, redact
     from sharing.models import Agreement, ApiClient, DataCategory, Purpose
     from sharing.principals import CONSUMER, Principal
+    from sharing.rows import asset_rows, redact
     from tests.hub import agreement_in_state, agreement_terms, oauth_client, participant_create, user_client
     from twin import models as twin
 

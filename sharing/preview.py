@@ -6,31 +6,23 @@ for a consumer principal of the agreement's consumer, with `preview=agreement` (
 one in force), and the decision's rows are counted and sampled the way the /api/v1/shared/… views build them. Every
 decision is audited with `preview=True`, in the steward's participant's name, as the records it would let out.
 
-The rows are built here, not with `sharing.api.rows`: nothing below the HTTP views imports them (pyproject.toml,
-import-linter). `tests/test_steward_workbench.py` compares the counts and samples with real GET /api/v1/shared/…
-answers, so the two cannot drift apart unnoticed.
+The rows are the views' own (`sharing.rows`); `tests/test_steward_workbench.py` also compares the counts and samples
+with real GET /api/v1/shared/… answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import QuerySet
-
 from sharing import scope
 from sharing.audit import audit_record
 from sharing.decisions import VIEW, Decision, decide
 from sharing.models import Agreement, DataCategory, Resolution
 from sharing.principals import CONSUMER, Principal
-from sharing.scope import MODEL_OF_TYPE, TYPE_OF_MODEL
+from sharing.rows import BRANCH_ENDS, asset_rows, hosting_results, hosting_rows, redact, run_rows, topology_rows, violation_rows
+from sharing.scope import MODEL_OF_TYPE
 from twin import models as twin
 
-# As the shared views build their rows (sharing/api/rows.py and sharing/api/shared.py).
-SKIPPED_FIELDS = {"id", "part_iris", "grid", "telemetry_owner", "retired_at"}
-BRANCH_ENDS = {twin.Line: ("from_bus", "to_bus"), twin.Transformer: ("hv_bus", "lv_bus"), twin.Switch: ("bus", "other_bus")}
-RUN_FIELDS = ("id", "kind", "status", "at", "start", "end", "step_minutes", "grid_version", "finished_at")
-VIOLATION_FIELDS = ("element", "asset_iri", "quantity", "start", "end", "steps", "value", "limit", "severity")
-HOSTING_FIELDS = ("pv_kw", "load_kw", "pv_limited_by", "load_limited_by")
 # What each asset type is called in the preview, plural (the views' routes: /api/v1/shared/buses, …/switches …).
 ASSET_LABELS = {"bus": "buses", "external_grid": "external grids", "line": "lines", "transformer": "transformers", "switch": "switches",
                 "load": "loads", "static_generator": "static generators", "storage": "storage units", "ev_charger": "EV chargers",
@@ -81,34 +73,6 @@ class AccessPreview:
         return next((c for c in self.categories if c.category == name), None)
 
 
-def _redact(value, drop_fields: frozenset[str]):
-    if isinstance(value, dict):
-        return {k: _redact(v, drop_fields) for k, v in value.items() if k not in drop_fields}
-    if isinstance(value, list):
-        return [_redact(v, drop_fields) for v in value]
-    return value
-
-
-def _asset_rows(queryset: QuerySet, model, limit: int) -> list[dict]:
-    """The first `limit` rows of one twin model as the shared asset views give them (foreign keys as IRIs)."""
-    scalars, references = [], {}
-    for model_field in model._meta.concrete_fields:
-        if model_field.name in SKIPPED_FIELDS:
-            continue
-        if model_field.is_relation:
-            references[model_field.name] = f"{model_field.name}__iri"
-        else:
-            scalars.append(model_field.name)
-    type_name = TYPE_OF_MODEL.get(model, model._meta.model_name)
-    rows = []
-    for value in queryset.order_by("id").values(*scalars, *references.values(), "grid__iri")[:limit]:
-        row = {"iri": value["iri"], "type": type_name, "grid": value["grid__iri"]}
-        row.update({name: value[name] for name in scalars if name != "iri"})
-        row.update({name: value[lookup] for name, lookup in references.items()})
-        rows.append(row)
-    return rows
-
-
 class _Previewer:
     """Decides and audits each shared view of one agreement for its consumer, as the steward's participant asks."""
 
@@ -132,7 +96,7 @@ class _Previewer:
                      preview=True)
 
     def redacted(self, rows: list[dict]) -> list[dict]:
-        return [_redact(row, self.drop) for row in rows] if self.drop else rows
+        return redact(rows, self.drop)
 
     def denied(self, category: str, label: str, decision: Decision) -> CategoryPreview:
         return CategoryPreview(category=category, label=label, rule=decision.rule, allowed=False,
@@ -152,7 +116,7 @@ class _Previewer:
             found.count += count
             found.counts.append((ASSET_LABELS[type_name], count))
             if count:
-                rows = self.redacted(_asset_rows(decision.queryset, model, self.sample_size))
+                rows = self.redacted(asset_rows(decision.queryset, model, self.sample_size))
                 found.samples.append(Sample(title=ASSET_LABELS[type_name], count=count, rows=rows))
         return found
 
@@ -161,15 +125,11 @@ class _Previewer:
         if not decision.allowed:
             self.audit("shared.topology", decision, 0)
             return self.denied(DataCategory.TOPOLOGY, label, decision)
-        buses = set(decision.queryset.values_list("iri", flat=True))
-        rows = [{"iri": iri, "type": "bus"} for iri in sorted(buses)]
-        counts = [("buses", len(buses))]
-        for model, (one, other) in BRANCH_ENDS.items():
-            ends = scope.scope_assets(decision.agreement, model).values_list("iri", f"{one}__iri", f"{other}__iri").order_by("id")
-            branches = [{"iri": iri, "type": "branch", "kind": model._meta.model_name, "from_bus": a, "to_bus": b}
-                        for iri, a, b in ends if a in buses and b in buses]
-            counts.append((f"{ASSET_LABELS[scope.TYPE_OF_MODEL[model]]} (branches between buses in scope)", len(branches)))
-            rows += branches
+        rows = topology_rows(decision.agreement)
+        counts = [("buses", sum(1 for row in rows if row["type"] == "bus"))]
+        for model in BRANCH_ENDS:
+            kind = scope.TYPE_OF_MODEL[model]
+            counts.append((f"{ASSET_LABELS[kind]} (branches between buses in scope)", sum(1 for row in rows if row.get("kind") == kind)))
         self.audit("shared.topology", decision, len(rows))
         sample = Sample(title="buses and branches", count=len(rows), rows=self.redacted(rows[:self.sample_size]))
         return CategoryPreview(category=DataCategory.TOPOLOGY, label=label, rule=decision.rule, allowed=True, count=len(rows),
@@ -212,8 +172,7 @@ class _Previewer:
             return self.denied(DataCategory.LOADFLOW_RESULTS, label, decision)
         runs = decision.queryset
         count = runs.count()
-        rows = [{**{name: run[name] for name in RUN_FIELDS}, "grid": run["grid__iri"]}
-                for run in runs.order_by("-id").values(*RUN_FIELDS, "grid__iri")[:self.sample_size]]
+        rows = run_rows(runs, self.sample_size)
         self.audit("shared.run", decision, count)
         found = CategoryPreview(category=DataCategory.LOADFLOW_RESULTS, label=label, rule=decision.rule, allowed=True, count=count,
                                 counts=[("succeeded runs in the data window", count)],
@@ -229,8 +188,7 @@ class _Previewer:
             self.audit("shared.violation", decision, 0)
             return self.denied(DataCategory.VIOLATIONS, label, decision)
         count = decision.queryset.count()
-        rows = [{**{n: v[n] for n in VIOLATION_FIELDS}, "run": v["run_id"]}
-                for v in decision.queryset.order_by("start", "id").values(*VIOLATION_FIELDS, "run_id")[:self.sample_size]]
+        rows = violation_rows(decision.queryset, self.sample_size)
         self.audit("shared.violation", decision, count)
         return CategoryPreview(category=DataCategory.VIOLATIONS, label=label, rule=decision.rule, allowed=True, count=count,
                                counts=[("violations on assets in scope", count)],
@@ -241,18 +199,12 @@ class _Previewer:
         if not decision.allowed:
             self.audit("shared.hosting", decision, 0)
             return self.denied(DataCategory.HOSTING_CAPACITY, label, decision)
-        runs = decision.queryset.filter(kind=twin.LoadFlowRun.Kind.HOSTING_CAPACITY).order_by("grid_id", "-id")
-        latest: dict[int, int] = {}
-        for run_id, grid_id in runs.values_list("id", "grid_id"):
-            latest.setdefault(grid_id, run_id)
-        results = twin.HostingCapacityResult.objects.filter(run_id__in=latest.values(),
-                                                            bus__in=scope.scope_assets(decision.agreement, twin.Bus))
+        results, latest = hosting_results(decision.agreement, decision.queryset)
         count = results.count()
-        rows = [{"bus": r["bus__iri"], "run": r["run_id"], **{n: r[n] for n in HOSTING_FIELDS}}
-                for r in results.order_by("run_id", "id").values("bus__iri", "run_id", *HOSTING_FIELDS)[:self.sample_size]]
+        rows = hosting_rows(results, self.sample_size)
         self.audit("shared.hosting", decision, count)
         return CategoryPreview(category=DataCategory.HOSTING_CAPACITY, label=label, rule=decision.rule, allowed=True, count=count,
-                               counts=[("latest hosting-capacity runs", len(latest)), ("bus capacities in scope", count)],
+                               counts=[("latest hosting-capacity runs", latest), ("bus capacities in scope", count)],
                                samples=[Sample(title="hosting capacity per bus", count=count, rows=self.redacted(rows))])
 
 

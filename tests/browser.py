@@ -21,9 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.test import Client
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -143,17 +141,8 @@ class Browser:
         self.submit(self.element("#login-form [type=submit]"), then="Site administration")
 
     def api_login(self, username: str, password: str) -> None:
-        """Log in for the browsable API: on DRF's login page when the project routes it (`rest_framework.urls`), else with
-        a session of the same user set as the browser's cookie (the API accepts sessions either way)."""
-        try:
-            login = reverse("rest_framework:login")
-        except NoReverseMatch:
-            client = Client()
-            assert client.login(username=username, password=password), f"{username} cannot log in"
-            self.open("/favicon.ico")  # a cookie is set for the origin of the current page
-            self.driver.add_cookie({"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                                    "path": "/", "httpOnly": True})
-            return
+        """Log in for the browsable API on DRF's login page (`/api-auth/login/`), landing on the agreements list."""
+        login = reverse("rest_framework:login")
         self.open(f"{login}?next=/api/v1/sharing/agreements")
         self.fill({"username": username, "password": password})
         self.submit(self.element("form [type=submit]"), then=username, css=".navbar")

@@ -114,14 +114,21 @@ def test_the_steward_activates_an_offered_agreement_sees_the_read_in_the_audit_a
     browser.fill({"q": world.participants["cpo"].iri})
     browser.submit(browser.element("#changelist-search [type=submit]"), then=world.participants["cpo"].iri, css="#result_list")
     reads = shared_reads(browser)
-    assert len(reads) == 1  # the read just made (the refused one before activation named no provider: not the provider's entry)
-    assert {k: reads[0][k] for k in ("rule", "allowed", "provider_iri", "records", "status_code")} == {
+    assert len(reads) == 2  # the read just made, and the refused one before activation (it named the provider's agreement)
+    columns = ("rule", "allowed", "provider_iri", "records", "status_code")
+    assert {k: reads[0][k] for k in columns} == {
         "rule": "agreement:asset_metadata", "allowed": "True", "provider_iri": world.provider.iri, "records": "1", "status_code": "200"}
+    assert {k: reads[1][k] for k in columns} == {
+        "rule": "deny:no_agreement", "allowed": "False", "provider_iri": world.provider.iri, "records": "0", "status_code": "404"}
 
     revoke(browser, offered)
     refused = shared_buses(world, offered.uid)
     assert refused.status_code == 404 and refused.json() == NOT_FOUND
-    assert AuditEntry.objects.filter(participant_iri=world.participants["cpo"].iri).latest("id").rule == "deny:no_agreement"
+    browser.open(reverse("admin:sharing_auditentry_changelist"))  # the refused read is in the steward's audit too
+    browser.fill({"q": world.participants["cpo"].iri})
+    browser.submit(browser.element("#changelist-search [type=submit]"), then=world.participants["cpo"].iri, css="#result_list")
+    latest = shared_reads(browser)[0]
+    assert (latest["rule"], latest["allowed"], latest["status_code"]) == ("deny:no_agreement", "False", "404")
 
 
 # --- the full path: from the steward's inbox of access requests -------------------------------------------------------

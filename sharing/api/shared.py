@@ -22,8 +22,9 @@ from ingest.aggregates import group_aggregates, point_readings
 from ingest.selectors import QueryTooLarge
 from sharing import decisions, scope
 from sharing.api.base import PolicyViewSet
-from sharing.api.rows import as_jsonld, as_turtle, asset_rows, negotiated_format, redact
+from sharing.api.rows import as_jsonld, as_turtle, negotiated_format
 from sharing.models import RESOLUTION_ORDER, Purpose, Resolution
+from sharing.rows import asset_rows, hosting_results, hosting_rows, redact, run_rows, topology_rows, violation_rows
 from sharing.scope import MODEL_OF_TYPE
 from twin import models as twin
 from twin.api.views import RdfNegotiationMixin
@@ -37,7 +38,6 @@ SHARED_PARAMETERS = [
 FEEDER_PARAMETER = OpenApiParameter("feeder", str, description="Only this feeder (IRI) of the agreement's scope; 404 outside it.")
 # A group's min and max are each one household's own value: aggregates go out as mean, sum and counts only.
 WITHHELD_EXTREMES = ("min", "max")
-BRANCH_ENDS = {twin.Line: ("from_bus", "to_bus"), twin.Transformer: ("hv_bus", "lv_bus"), twin.Switch: ("bus", "other_bus")}
 
 
 class SharedViewSet(RdfNegotiationMixin, PolicyViewSet):
@@ -107,12 +107,7 @@ class SharedTopologyViewSet(SharedViewSet):
 
     @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        buses = set(self.get_queryset().values_list("iri", flat=True))
-        rows = [{"iri": iri, "type": "bus"} for iri in sorted(buses)]
-        for model, (one, other) in BRANCH_ENDS.items():
-            ends = self.scoped(model).values_list("iri", f"{one}__iri", f"{other}__iri")
-            rows += [{"iri": iri, "type": "branch", "kind": model._meta.model_name, "from_bus": a, "to_bus": b}
-                     for iri, a, b in ends.order_by("id") if a in buses and b in buses]
+        rows = topology_rows(self.decision.agreement)
         return self.respond({"count": len(rows), "results": rows}, len(rows))
 
 
@@ -183,28 +178,20 @@ class SharedTelemetryViewSet(SharedViewSet):
         return series, rows
 
 
-# Not the run's `summary`: its extremes are the whole grid's, also outside an agreement limited to some feeders.
-RUN_FIELDS = ("id", "kind", "status", "at", "start", "end", "step_minutes", "grid_version", "finished_at")
-
-
 class SharedRunViewSet(SharedViewSet):
     """Succeeded load-flow runs on grids an agreement granting load-flow results covers, and their bus results."""
 
     resource = "shared.run"
     lookup_value_regex = r"\d+"
 
-    def run_rows(self, runs) -> list[dict]:
-        return [{**{name: run[name] for name in RUN_FIELDS}, "grid": run["grid__iri"]}
-                for run in runs.order_by("-id").values(*RUN_FIELDS, "grid__iri")]
-
     @extend_schema(operation_id="v1_shared_loadflow_runs_list", parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        page, meta = self.page(self.run_rows(self.get_queryset()))
+        page, meta = self.page(run_rows(self.get_queryset()))
         return self.respond({**meta, "results": page}, len(page))
 
     @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     def retrieve(self, request, pk=None):
-        found = self.run_rows(self.get_queryset().filter(pk=pk))
+        found = run_rows(self.get_queryset().filter(pk=pk))
         if not found:
             raise NotFound("no such run")
         return self.respond(found[0], 1)
@@ -239,13 +226,10 @@ class SharedViolationViewSet(SharedViewSet):
     """Violations on assets an agreement granting violations covers."""
 
     resource = "shared.violation"
-    FIELDS = ("element", "asset_iri", "quantity", "start", "end", "steps", "value", "limit", "severity")
 
     @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        rows = [{**{n: v[n] for n in self.FIELDS}, "run": v["run_id"]}
-                for v in self.get_queryset().order_by("start", "id").values(*self.FIELDS, "run_id")]
-        page, meta = self.page(rows)
+        page, meta = self.page(violation_rows(self.get_queryset()))
         return self.respond({**meta, "results": page}, len(page))
 
 
@@ -253,16 +237,9 @@ class SharedHostingViewSet(SharedViewSet):
     """Hosting capacity per bus in scope, from the latest succeeded hosting-capacity run of each covered grid."""
 
     resource = "shared.hosting"
-    FIELDS = ("pv_kw", "load_kw", "pv_limited_by", "load_limited_by")
 
     @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        runs = self.get_queryset().filter(kind=twin.LoadFlowRun.Kind.HOSTING_CAPACITY).order_by("grid_id", "-id")
-        latest = {}
-        for run_id, grid_id in runs.values_list("id", "grid_id"):
-            latest.setdefault(grid_id, run_id)
-        found = twin.HostingCapacityResult.objects.filter(run_id__in=latest.values(), bus__in=self.scoped(twin.Bus))
-        rows = [{"bus": r["bus__iri"], "run": r["run_id"], **{n: r[n] for n in self.FIELDS}}
-                for r in found.order_by("run_id", "id").values("bus__iri", "run_id", *self.FIELDS)]
-        page, meta = self.page(rows)
+        results, _ = hosting_results(self.decision.agreement, self.get_queryset())
+        page, meta = self.page(hosting_rows(results))
         return self.respond({**meta, "results": page}, len(page))

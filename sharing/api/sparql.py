@@ -31,12 +31,12 @@ from rest_framework.exceptions import ParseError, UnsupportedMediaType
 
 from sharing import scope, sparql
 from sharing.api.base import PolicyViewSet
-from sharing.api.rows import CIM, GT, REFERENCE_KEYS, TYPE_CLASSES, asset_rows, redact
-from sharing.api.shared import BRANCH_ENDS, SHARED_PARAMETERS, SharedHostingViewSet, SharedViolationViewSet
+from sharing.api.rows import CIM, GT, REFERENCE_KEYS, TYPE_CLASSES
+from sharing.api.shared import SHARED_PARAMETERS
 from sharing.decisions import VIEW, Decision
 from sharing.models import DataCategory
-from sharing.scope import MODEL_OF_TYPE, TYPE_OF_MODEL
-from twin import models as twin
+from sharing.rows import asset_rows, hosting_results, hosting_rows, redact, topology_rows, violation_rows
+from sharing.scope import MODEL_OF_TYPE
 from twin.api.views import RawBodyParser, RdfNegotiationMixin
 
 QUERY_MEDIA_TYPE = "application/sparql-query"
@@ -49,50 +49,26 @@ VOCABULARY = sparql.Vocabulary(fields=GT, classes=ROW_CLASSES, predicates={"name
                                references=frozenset(REFERENCE_KEYS))
 
 
-def topology_rows(agreement) -> list[dict]:
-    """The rows of /shared/topology: buses in scope and the branches whose two end buses are both in scope; a branch's
-    `kind` (line, transformer, switch) is its class, next to gt:branch."""
-    buses = set(scope.scope_assets(agreement, twin.Bus).values_list("iri", flat=True))
-    rows = [{"iri": iri, "type": "bus"} for iri in sorted(buses)]
-    for model, (one, other) in BRANCH_ENDS.items():
-        ends = scope.scope_assets(agreement, model).values_list("iri", f"{one}__iri", f"{other}__iri").order_by("id")
-        rows += [{"iri": iri, "type": ["branch", TYPE_OF_MODEL[model]], "from_bus": a, "to_bus": b} for iri, a, b in ends
-                 if a in buses and b in buses]
-    return rows
-
-
-def violation_rows(agreement) -> list[dict]:
-    """The rows of /shared/violations."""
-    fields = SharedViolationViewSet.FIELDS
-    return [{"type": "violation", **{n: v[n] for n in fields}, "run": v["run_id"]}
-            for v in scope.scope_violations(agreement).order_by("start", "id").values(*fields, "run_id")]
-
-
-def hosting_rows(agreement) -> list[dict]:
-    """The rows of /shared/hosting-capacity: per bus in scope, from the latest succeeded hosting-capacity run of each grid."""
-    runs = scope.scope_runs(agreement).filter(kind=twin.LoadFlowRun.Kind.HOSTING_CAPACITY).order_by("grid_id", "-id")
-    latest: dict[int, int] = {}
-    for run_id, grid_id in runs.values_list("id", "grid_id"):
-        latest.setdefault(grid_id, run_id)
-    fields = SharedHostingViewSet.FIELDS
-    found = twin.HostingCapacityResult.objects.filter(run_id__in=latest.values(), bus__in=scope.scope_assets(agreement, twin.Bus))
-    return [{"type": "hosting_capacity", "bus": r["bus__iri"], "run": r["run_id"], **{n: r[n] for n in fields}}
-            for r in found.order_by("run_id", "id").values("bus__iri", "run_id", *fields)]
-
-
 def permitted_rows(decision: Decision) -> Iterator[dict]:
-    """Every row the agreement's REST views would send, redacted as they redact it: the permitted graph's content."""
+    """Every row the agreement's REST views would send (`sharing.rows`), redacted as they redact it: the permitted graph's
+    content. A branch's kind (line, transformer, switch) is its class, next to gt:branch; violations and hosting
+    capacity, which have no type in the REST rows, get theirs."""
     agreement, drop = decision.agreement, decision.obligations.drop_fields
     granted = set(agreement.categories)
     if DataCategory.ASSET_METADATA in granted:
         for model in MODEL_OF_TYPE.values():
             yield from redact(asset_rows(scope.scope_assets(agreement, model), model), drop)
     if DataCategory.TOPOLOGY in granted:
-        yield from redact(topology_rows(agreement), drop)
+        rows = topology_rows(agreement)
+        for row in rows:
+            if "kind" in row:
+                row["type"] = [row["type"], row.pop("kind")]
+        yield from redact(rows, drop)
     if DataCategory.VIOLATIONS in granted:
-        yield from redact(violation_rows(agreement), drop)
+        yield from redact([{"type": "violation", **row} for row in violation_rows(scope.scope_violations(agreement))], drop)
     if DataCategory.HOSTING_CAPACITY in granted:
-        yield from redact(hosting_rows(agreement), drop)
+        results, _ = hosting_results(agreement, scope.scope_runs(agreement))
+        yield from redact([{"type": "hosting_capacity", **row} for row in hosting_rows(results)], drop)
 
 
 class SparqlQueryParser(RawBodyParser):
