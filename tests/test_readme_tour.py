@@ -228,12 +228,13 @@ def check_run(run: TourRun, tmp: Path, first: bool) -> None:
     assert catalog["@type"] == "dcat:Catalog" and catalog["count"] >= 1, str(catalog)[:500]
     assert {d["dct:identifier"] for d in catalog["dcat:dataset"]} == {ids["TELEMETRY"]}, str(catalog)[:500]
     assert all(d["gt:feeder"]["@id"] == ids["FEEDER"] and d["gt:granted"] is False for d in catalog["dcat:dataset"])
-    assert ids["OFFER"] in run.output('"$CATALOG&category=telemetry"').split("\n")[0]
-    assert run.json("$API/sharing/requests/$REQUEST", 0)["status"] == "pending"
+    assert ids["OFFER"] in run.outputs('"$CATALOG&category=telemetry"')[0]
+    follow = [json.loads(out) for command, out in run.commands if command.strip() == 'curl -s -H "$AGG" $API/sharing/requests/$REQUEST']
+    assert len(follow) == 2 and follow[0]["status"] == "pending", follow
     inbox = run.json('"$API/sharing/requests?status=pending"')["results"]
     assert int(ids["REQUEST"]) in [r["id"] for r in inbox], inbox[:2]
     # … approved by the steward …
-    followed = run.json("$API/sharing/requests/$REQUEST", 1)
+    followed = follow[1]
     assert followed["status"] == "approved" and followed["agreement"]["id"] == int(ids["AGREEMENT"]), followed
     assert followed["datasets"] == sorted([ids["TELEMETRY"], ids["TOPOLOGY"]]), followed
     policy = run.output('-H "Accept: text/turtle" $API/sharing/agreements/$AGREEMENT')
