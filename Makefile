@@ -57,13 +57,13 @@ bench: install
 serve: install
 	$(PY) -m gunicorn -c config/gunicorn_conf.py
 
-## worker: a Celery worker with one process per core (needs DATABASE_URL and CELERY_BROKER_URL); one per machine scales out
+## worker: a Celery worker with one process per core, production settings unless DJANGO_SETTINGS_MODULE says otherwise (needs SECRET_KEY, DATABASE_URL and CELERY_BROKER_URL); one per machine scales out
 worker: install
-	$(PY) -m celery -A config worker --loglevel=INFO --concurrency=$${WORKER_CONCURRENCY:-$$(nproc)}
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-config.settings.prod} $(PY) -m celery -A config worker --loglevel=INFO --concurrency=$${WORKER_CONCURRENCY:-$$(nproc)}
 
-## beat: Celery beat (a snapshot load flow of every grid every GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES, 15 by default)
+## beat: Celery beat (a snapshot load flow of every grid every GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES, 15 by default; the sweeper of stuck load-flow runs), with the worker's settings and environment
 beat: install
-	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} $(VENV)/bin/celery -A config beat --loglevel=INFO
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-config.settings.prod} $(VENV)/bin/celery -A config beat --loglevel=INFO
 
 clean:
 	rm -rf var $(VENV)

@@ -1,10 +1,14 @@
-"""The Celery application, configured from Django settings (CELERY_* names)."""
+"""The Celery application, configured from Django settings (CELERY_* names); production settings unless told otherwise.
+
+`import config` imports this module first (config/__init__.py), so its default is also the default of `config.wsgi`:
+both are deployments (the reasons are in config/settings/prod.py). `manage.py` sets its own default (dev) before.
+"""
 
 import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.prod")  # a worker is a deployment: config/settings/prod.py
 
 app = Celery("gridtwin")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -20,3 +20,9 @@ urlpatterns = [
     path("api/schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
 ]
+
+# Under /api/ every error is the API's error shape (twin.api.errors), also those Django answers without a view.
+handler400 = "twin.api.errors.handler400"
+handler403 = "twin.api.errors.handler403"
+handler404 = "twin.api.errors.handler404"
+handler500 = "twin.api.errors.handler500"

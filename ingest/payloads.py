@@ -18,8 +18,9 @@ import io
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, cached_property
 from operator import itemgetter
@@ -37,6 +38,9 @@ SENML = "application/senml+json"
 MEDIA_TYPES = (JSON, CSV, SENML)
 CSV_COLUMNS = ("point", "quantity", "ts", "value", "unit", "quality")
 SENML_RELATIVE_TIME_LIMIT_S = 2**28
+JSON_WHITESPACE = np.frombuffer(b" \t\n\r", dtype=np.uint8)
+JSON_INT_DIGITS = 4000  # longer integers stay text (Python refuses to convert beyond 4,300 digits): judged as values
+MAX_ID_DIGITS = 19  # a bigint has at most 19 digits: a longer number names no meter
 
 Fields = tuple  # (point, quantity, ts, value, unit, quality)
 
@@ -86,6 +90,7 @@ class DecodedBatch:
     to_fields: Callable[[list], list[Fields | None]]
     as_sent: Callable[[int], object]
     to_columns: Callable[[list], tuple[list, ...] | None] | None = None
+    problems: dict[int, tuple[str, str]] = field(default_factory=dict)  # position → (reason, message) found while decoding
 
     def __len__(self) -> int:
         return len(self.items)
@@ -110,7 +115,7 @@ class DecodedBatch:
         points = self.columns[0]
         if isinstance(points, np.ndarray):
             return set(map(str, np.unique(points).tolist()))
-        return {point for point in points if isinstance(point, str)}
+        return {point for point in set(points) if isinstance(point, str) and _may_name_a_point(point)}
 
     def field_at(self, position: int) -> Fields | None:
         """The field tuple of one reading (for the per-reading judge), without building all of them when not built yet."""
@@ -172,15 +177,69 @@ def _is_utf8(body: bytes) -> bool:
     return True
 
 
-def _load_json(body: bytes, reason: str):
+def _may_name_a_point(key: str) -> bool:
+    """False for a key no meter can have, which must not reach the database: NUL or text that is not UTF-8 (PostgreSQL
+    refuses both), or digits beyond a bigint (Python refuses to convert the longest). The reading is then unknown_point."""
+    if "\x00" in key or (key.isdigit() and len(key) > MAX_ID_DIGITS):
+        return False
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+class RepeatedKeys(dict):
+    """A JSON object that names a key more than once: never read last-wins, its reading is rejected (`duplicate_key`)."""
+
+    def __init__(self, pairs: list[tuple[str, object]]):
+        super().__init__(pairs)
+        self.repeated = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+
+    @property
+    def problem(self) -> tuple[str, str]:
+        return "duplicate_key", f"the reading names {', '.join(map(repr, self.repeated))} more than once"
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    return obj if len(obj) == len(pairs) else RepeatedKeys(pairs)
+
+
+def _json_int(text: str) -> int | str:
+    return int(text) if len(text) <= JSON_INT_DIGITS else text
+
+
+def _may_repeat_keys(body: bytes, keys: int) -> bool:
+    """Whether the body might name a key twice in an object, given the number of distinct keys its objects were read
+    with. Every key ends in `"` and `:`, so when the body holds no more `":` than that, no key was read twice; a `":`
+    inside a string, or whitespace before a colon, only makes this say True (the exact parse then decides).
+    On numpy: ~0.1 µs per reading, a fifth of what the exact parse adds."""
+    raw = np.frombuffer(body, dtype=np.uint8)
+    before_colon = raw[np.flatnonzero(raw[1:] == ord(":"))]
+    return bool(np.isin(before_colon, JSON_WHITESPACE).any()) or int(np.count_nonzero(before_colon == ord('"'))) > keys
+
+
+def _load_json(body: bytes, reason: str, *, exact: bool = False):
+    """The body's JSON value; `exact` goes straight to the exact parse (the caller knows a key may repeat)."""
+    if not exact:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            items = data.get("readings") if isinstance(data, dict) else data
+            keys = len(data) if isinstance(data, dict) else 0
+            if isinstance(items, list):
+                keys += sum(len(item) for item in items if type(item) is dict)
+            if not _may_repeat_keys(body, keys):
+                return data
+    # The exact parse, for bodies orjson refuses or that may repeat a key: the standard parser accepts NaN and
+    # Infinity (as many JSON writers emit them) and keeps integers too long for a number as text, so one such value
+    # rejects one reading instead of the whole batch; an object naming a key twice comes back as RepeatedKeys.
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    # Slow path only for bodies orjson refuses: the standard parser accepts NaN and Infinity (as many
-    # JSON writers emit them), so one such value rejects one reading instead of the whole batch.
-    try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_json_object, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         line = getattr(exc, "lineno", None)
         raise PayloadError(reason, f"not valid JSON: {exc}", line=line) from exc
@@ -192,6 +251,9 @@ def decode_json(body: bytes) -> DecodedBatch:
     except (msgspec.DecodeError, ValueError, RecursionError):  # not every reading of the usual shape, or not JSON at all
         return _decode_json_items(body)
     readings = decoded.readings if isinstance(decoded, JsonReadings) else decoded
+    keys = 5 * len(readings) + sum(r.quality is not None for r in readings) + isinstance(decoded, JsonReadings)
+    if _may_repeat_keys(body, keys):
+        return _decode_json_items(body, exact=True)
     as_sent = cache(lambda: _decode_json_items(body).items)  # the readings as sent, for the few a rejection keeps
     return DecodedBatch(readings, _reading_fields, lambda position: as_sent()[position], _reading_columns)
 
@@ -211,12 +273,18 @@ def _reading_columns(readings: list[JsonReading]) -> tuple:
             [r.unit for r in readings], [r.quality for r in readings])
 
 
-def _decode_json_items(body: bytes) -> DecodedBatch:
-    data = _load_json(body, "malformed_json")
+def _decode_json_items(body: bytes, *, exact: bool = False) -> DecodedBatch:
+    data = _load_json(body, "malformed_json", exact=exact)
+    if isinstance(data, RepeatedKeys):
+        raise PayloadError("duplicate_key", f"the body names {', '.join(map(repr, data.repeated))} more than once")
     items = data.get("readings") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise PayloadError("malformed_json", 'expected {"readings": [...]} or a list of readings')
-    return DecodedBatch(items, _json_fields, items.__getitem__, _json_columns)
+    return DecodedBatch(items, _json_fields, items.__getitem__, _json_columns, _problems(items))
+
+
+def _problems(items: list) -> dict[int, tuple[str, str]]:
+    return {position: item.problem for position, item in enumerate(items) if type(item) is RepeatedKeys}
 
 
 def _json_columns(items: list) -> tuple[list, ...] | None:
@@ -277,7 +345,7 @@ def decode_senml(body: bytes) -> DecodedBatch:
     base_name, base_time, base_unit = "", 0.0, None
     fields, resolved = [], []
     for record in records:
-        if not isinstance(record, dict):
+        if not isinstance(record, dict) or type(record) is RepeatedKeys:
             fields.append(None)
             resolved.append(record)
             continue
@@ -291,7 +359,7 @@ def decode_senml(body: bytes) -> DecodedBatch:
         value = record["v"] if "v" in record else record.get("vs", record.get("vb", record.get("vd")))
         fields.append((point or None, quantity or None, ts, value, record.get("u", base_unit), record.get("quality")))
         resolved.append({"n": name, "t": ts.isoformat() if ts else t, "v": value, "u": record.get("u", base_unit)})
-    return DecodedBatch(records, lambda _: fields, resolved.__getitem__)
+    return DecodedBatch(records, lambda _: fields, resolved.__getitem__, problems=_problems(records))
 
 
 def _is_number(value) -> bool:
@@ -307,11 +375,20 @@ def _senml_time(seconds: float, now_s: float) -> datetime | None:
 
 
 def json_safe(value):
-    """A reading as sent, storable as JSON: NaN and Infinity (not JSON, refused by PostgreSQL's jsonb) become text."""
+    """A reading as sent, storable as JSON: NaN and Infinity (not JSON, refused by PostgreSQL's jsonb) become text, and
+    so do NUL and unpaired surrogates inside text (refused by PostgreSQL too), as escapes."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        return _storable_text(value)
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {_storable_text(str(k)): json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
         return [json_safe(v) for v in value]
     return value
+
+
+def _storable_text(text: str) -> str:
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")

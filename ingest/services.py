@@ -177,7 +177,7 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
         return None
     for _ in range(POINT_CLAIM_ATTEMPTS):
         point_ids = selectors.point_ids_for([batch.participant_id], decoded.point_keys(), writable=True)
-        validated = readings_validate(decoded, point_ids=point_ids, now=now)
+        validated = readings_validate(decoded, point_ids=point_ids, now=batch.received_at)
         partitions_ensure(validated)
         try:
             with transaction.atomic():
@@ -188,7 +188,7 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
                     raise PointsMoved(f"a point of batch {batch_id} changed hands while it was written")
                 accepted = readings_write(validated, batch_id=batch_id)
                 twin.RejectedReading.objects.bulk_create(
-                    [twin.RejectedReading(batch_id=batch_id, position=r.position, reason=r.reason, message=r.message[:500],
+                    [twin.RejectedReading(batch_id=batch_id, position=r.position, reason=r.reason, message=_storable(r.message)[:500],
                                           reading=r.reading) for r in validated.rejections], batch_size=REJECTION_INSERT_CHUNK)
                 twin.TelemetryBatch.objects.filter(pk=batch_id).update(
                     status=Status.SUCCEEDED, finished_at=timezone.now(), error="", received_count=validated.received_count,
@@ -198,6 +198,11 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
             continue  # nothing was written: resolve the points again, the moved ones are unknown_point now
         return twin.TelemetryBatch.objects.defer("body").get(pk=batch_id)
     raise PointsMoved(f"the points of batch {batch_id} kept changing hands in {POINT_CLAIM_ATTEMPTS} attempts")
+
+
+def _storable(text: str) -> str:
+    """Text PostgreSQL takes: NUL and unpaired surrogates (from a reading quoted in a message) as escapes."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _points_claim(validated: ValidatedBatch, *, participant_id: int) -> bool:

@@ -2,7 +2,8 @@
 
 Reasons: malformed_reading, missing_field, unknown_point, unknown_quantity, unit_mismatch, not_a_number,
 out_of_range, timestamp_invalid, timestamp_without_zone, timestamp_in_future, timestamp_too_old,
-invalid_quality, conflicting_duplicate (one key twice in a batch with different values: the batch
+invalid_quality, duplicate_key (a reading object naming a field twice: read neither way, see `ingest.payloads`),
+conflicting_duplicate (one key twice in a batch with different values: the batch
 contradicts itself, so every copy is rejected — this keeps the outcome independent of the order).
 Identical repeats of a key inside a batch collapse into one row and count as duplicates.
 
@@ -163,7 +164,8 @@ class _Rules:
 
 
 def readings_validate(batch: DecodedBatch, *, point_ids: Mapping[str, int], now: datetime) -> ValidatedBatch:
-    """Judge every reading of a decoded batch; `point_ids` maps the point keys the source may write to meter ids."""
+    """Judge every reading of a decoded batch; `point_ids` maps the point keys the source may write to meter ids, `now`
+    is when the batch was received (a reading valid then stays valid however late a worker gets to it)."""
     rules = _Rules(point_ids, now)
     n = len(batch)
     rejections: list[Rejection] = []
@@ -178,9 +180,11 @@ def readings_validate(batch: DecodedBatch, *, point_ids: Mapping[str, int], now:
         micros, number = np.zeros(n, dtype=np.int64), np.zeros(n)
     else:
         good, pid, code, micros, number, quality = columns
+    if batch.problems:
+        good[list(batch.problems)] = False
     late: list[tuple] = []  # readings the columns could not take but the judge accepts (none in practice)
     for position in np.flatnonzero(~good).tolist():
-        verdict = rules.judge(batch.field_at(position))
+        verdict = batch.problems.get(position) or rules.judge(batch.field_at(position))
         if len(verdict) == 2:
             rejections.append(Rejection(position, verdict[0], verdict[1], json_safe(batch.as_sent(position))))
         else:

@@ -51,3 +51,23 @@ class ConversionError(OntologyError):
 
     reason = "conversion_error"
     status = 422
+
+
+class NestingTooDeep(OntologyError):
+    """The body nests deeper than `GRIDTWIN_MAX_RDF_DEPTH` (refused before any parser runs: see ontology.limits)."""
+
+    reason = "too_deep"
+
+
+class TooManyTriples(OntologyError):
+    """The body holds more than `GRIDTWIN_MAX_UPLOAD_TRIPLES` triples (parsing stops at the first one over)."""
+
+    reason = "too_many_triples"
+    status = 413
+
+
+class ParseTimeExceeded(OntologyError):
+    """Parsing the body took longer than `GRIDTWIN_RDF_PARSE_SECONDS`."""
+
+    reason = "parse_time_exceeded"
+    status = 413

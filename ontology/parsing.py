@@ -2,8 +2,10 @@
 
 Parsing runs in pyoxigraph (Rust, iterative: deep nesting cannot blow the stack, no remote JSON-LD
 context is ever fetched) and yields an `RdfDocument`. Before any parser sees
-the bytes: the size is capped, RDF/XML with a DOCTYPE or ENTITY declaration is refused, and the
-body must be UTF-8. After parsing: literals are capped and named graphs refused.
+the bytes: the size is capped, RDF/XML with a DOCTYPE or ENTITY declaration is refused, the
+body must be UTF-8 and its nesting depth is bounded (pyoxigraph segfaults on deep JSON-LD; see
+`ontology.limits`). While parsing: triples and seconds are bounded. After parsing: literals are
+capped and named graphs refused.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import pyoxigraph as ox
 
+from ontology import limits
 from ontology.document import RdfDocument
-from ontology.errors import EmptyUpload, ForbiddenConstruct, RdfSyntaxError, UnsupportedFormat, UploadTooLarge
+from ontology.errors import EmptyUpload, ForbiddenConstruct, OntologyError, RdfSyntaxError, UnsupportedFormat, UploadTooLarge
 
 MEDIA_TYPES = {
     "text/turtle": ox.RdfFormat.TURTLE,
@@ -71,12 +74,21 @@ def check_body(data: bytes, rdf_fmt: ox.RdfFormat, *, max_bytes: int) -> str:
     return text
 
 
-def parse_rdf(data: bytes, media_type: str | None, *, max_bytes: int, max_literal_chars: int) -> RdfDocument:
-    """Parse an untrusted upload. Raises an `OntologyError` subclass naming the line or node at fault."""
+def parse_rdf(
+    data: bytes, media_type: str | None, *, max_bytes: int, max_literal_chars: int, max_triples: int | None = None
+) -> RdfDocument:
+    """Parse an untrusted upload. Raises an `OntologyError` subclass naming the line or node at fault.
+
+    Depth, triples (`max_triples`, default `GRIDTWIN_MAX_UPLOAD_TRIPLES`) and parse time are bounded by `ontology.limits`.
+    """
     rdf_fmt = rdf_format(media_type)
     check_body(data, rdf_fmt, max_bytes=max_bytes)
+    limits.check_depth(data, rdf_fmt)
     try:
-        quads = list(ox.parse(data, format=rdf_fmt, base_iri=UPLOAD_BASE_IRI, without_named_graphs=True))
+        parsed = ox.parse(data, format=rdf_fmt, base_iri=UPLOAD_BASE_IRI, without_named_graphs=True)
+        quads = list(limits.bounded(parsed, limit=max_triples))
+    except OntologyError:  # a bound of ontology.limits (a ValueError too): already the client's error
+        raise
     except SyntaxError as exc:
         message = str(exc)
         if "remote context" in message.lower() or "LoadDocumentCallback" in message:

@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from rdflib import Graph
 
+from ontology import limits
 from ontology.document import RdfDocument, term_key
 from ontology.errors import OntologyError
 from ontology.namespaces import GT
@@ -57,7 +58,7 @@ class ShapeViolation(OntologyError):
         self.report = report
 
     def as_dict(self) -> dict:
-        return {**super().as_dict(), "conforms": False, "violations": [v.as_dict() for v in self.report.violations]}
+        return {**super().as_dict(), "conforms": False, **self.report.summary(limit=limits.max_reported_violations())}
 
 
 class IriConflict(OntologyError):
@@ -117,6 +118,7 @@ def grid_import_graph(*, graph: Graph | RdfDocument, participant: models.Partici
         raise ShapeViolation(ValidationReport([Violation(
             focus_node=grid_row["iri"], path=str(GT.owner), value=grid_row["owner"],
             message="a participant can only publish its own grids: gt:owner must be the uploading participant")]))
+    _lock_grid_iri(grid_row["iri"])
     grid = models.Grid.objects.select_for_update().filter(iri=grid_row["iri"]).first()
     created = grid is None
     if grid is None:
@@ -131,6 +133,19 @@ def grid_import_graph(*, graph: Graph | RdfDocument, participant: models.Partici
         grid.source = source or grid.source
         grid.save(update_fields=["name", "version", "source", "updated_at"])
     return result
+
+
+def _lock_grid_iri(iri: str) -> None:
+    """Serialise the writes of one grid IRI until the transaction ends, whether or not the grid exists yet.
+
+    `select_for_update` locks rows that exist: two first uploads of a grid both find none, both insert, and the
+    second ends in an IntegrityError. A PostgreSQL advisory lock keyed on the IRI's 64-bit hash makes the second
+    wait for the first to commit and then update the grid it made (or answer 409 if another participant's). A
+    hash collision only serialises two unrelated uploads. SQLite (the demo) serialises every write anyway.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"gridtwin.grid:{iri}"])
 
 
 @transaction.atomic

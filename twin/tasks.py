@@ -3,6 +3,8 @@
 A time series fans out as a group of chunk tasks (no result backend needed): each chunk task stores
 its chunk and the one that completes the run finalizes it. Late acknowledgement (settings) means a
 chunk whose worker was killed is delivered again and solved again; a chunk already stored is skipped.
+Deliveries are counted in the database and capped (GRIDTWIN_LOADFLOW_MAX_ATTEMPTS: a run that kills its worker
+each time fails instead of coming back for ever), and a beat task fails the runs whose messages were lost.
 """
 
 import logging
@@ -52,6 +54,12 @@ def loadflow_snapshot_all_grids() -> int:
     for run in runs:
         transaction.on_commit(lambda run_id=run.pk: loadflow_run.delay(run_id))
     return len(runs)
+
+
+@shared_task(name="twin.loadflow_sweep_stuck_runs")
+def loadflow_sweep_stuck_runs() -> int:
+    """Fail the runs stuck past GRIDTWIN_LOADFLOW_RUN_DEADLINE_S (Celery beat, every 10 minutes)."""
+    return len(services.loadflow_runs_sweep())
 
 
 def enqueue(run_id: int) -> None:

@@ -109,6 +109,24 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "twin.api.errors.exception_handler",
     # `?format=` names an RDF syntax on export, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
+    # Per-principal request rates (429 with Retry-After): GRIDTWIN_THROTTLE_RATES below.
+    "DEFAULT_THROTTLE_CLASSES": ["sharing.throttling.PrincipalRateThrottle"],
+}
+# Requests per credential of a participant ("<n>/second|minute|hour|day"; "off" for no limit), read at each request:
+# generous for people and scripts (20 per second sustained), and for telemetry gateways, whose batches are large.
+GRIDTWIN_THROTTLE_RATES = {
+    scope: (None if rate.strip().lower() in {"", "off", "none"} else rate.strip())
+    for scope, rate in (("principal", os.environ.get("GRIDTWIN_THROTTLE_RATE", "1200/minute")),
+                        ("gateway", os.environ.get("GRIDTWIN_THROTTLE_GATEWAY_RATE", "600/minute")))
+}
+# Where the throttle counts live: Redis (GRIDTWIN_THROTTLE_CACHE_URL, else the broker's Redis) so every web worker
+# shares one count per principal; in-process memory when there is no Redis (the demo: one process).
+_THROTTLE_CACHE_URL = os.environ.get("GRIDTWIN_THROTTLE_CACHE_URL") or (
+    os.environ.get("CELERY_BROKER_URL", "") if os.environ.get("CELERY_BROKER_URL", "").startswith(("redis://", "rediss://")) else "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": ({"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _THROTTLE_CACHE_URL}
+                 if _THROTTLE_CACHE_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"}),
 }
 
 # OAuth2 client credentials for third parties' machine clients (django-oauth-toolkit): secrets hashed on save,
@@ -156,6 +174,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "ingest-requeue-stale-batches": {"task": "ingest.requeue_stale_batches", "schedule": 600.0},
     "ingest-create-partitions-ahead": {"task": "ingest.create_partitions_ahead", "schedule": 86400.0},
+    "loadflow-sweep-stuck-runs": {"task": "twin.loadflow_sweep_stuck_runs", "schedule": 600.0},
 }
 
 # --- telemetry ingest -----------------------------------------------------------------------------
@@ -177,6 +196,11 @@ GRIDTWIN_LOADFLOW_VM_BAND_PU = float(os.environ.get("GRIDTWIN_LOADFLOW_VM_BAND_P
 # Most steps of one time series (a leap year of 15-minute steps), and steps per chunk a worker solves (4 weeks).
 GRIDTWIN_LOADFLOW_MAX_STEPS = int(os.environ.get("GRIDTWIN_LOADFLOW_MAX_STEPS", "35136"))
 GRIDTWIN_LOADFLOW_CHUNK_STEPS = int(os.environ.get("GRIDTWIN_LOADFLOW_CHUNK_STEPS", "2688"))
+# Deliveries of one run's task, or of one chunk of a time series, to workers (first try + redeliveries after a lost or
+# killed worker) before the run fails as too_many_attempts; a run still running (or queued) this many seconds after it
+# started (was created) is failed as deadline_exceeded by the sweeper (Celery beat, every 10 minutes).
+GRIDTWIN_LOADFLOW_MAX_ATTEMPTS = int(os.environ.get("GRIDTWIN_LOADFLOW_MAX_ATTEMPTS", "3"))
+GRIDTWIN_LOADFLOW_RUN_DEADLINE_S = int(os.environ.get("GRIDTWIN_LOADFLOW_RUN_DEADLINE_S", str(6 * 3600)))
 # A snapshot of every grid every this many minutes (Celery beat, see config/celery_app.py; 0 turns it off).
 GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES = int(os.environ.get("GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES", "15"))
 

@@ -1,4 +1,8 @@
-"""Local development and the demo: SQLite and Celery in process unless the environment says otherwise."""
+"""Local development and the demo: DEBUG on, SQLite and Celery in process unless the environment says otherwise.
+
+The default of `manage.py` only (`make demo`, `runserver`); gunicorn and Celery workers default to
+config.settings.prod, which refuses to start without its services (the reasons are in that module).
+"""
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import env_bool

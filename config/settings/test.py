@@ -14,3 +14,9 @@ DATABASES = {
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+# No request rates in the suite (tests/test_throttling.py sets its own), and counts in memory, not in the test broker.
+GRIDTWIN_THROTTLE_RATES = {"principal": None, "gateway": None}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"},
+}

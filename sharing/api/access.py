@@ -15,7 +15,6 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from sharing import access_requests as workflow
@@ -24,6 +23,7 @@ from sharing.api.base import PolicyViewSet
 from sharing.audit import audit_record
 from sharing.datasets import offer_datasets
 from sharing.models import DROPPABLE_FIELDS, AccessRequest, DataCategory, DatasetOffer, GroupBy, Resolution
+from twin.api.views import JsonBodyParser
 
 
 class AccessRequestSerializer(serializers.ModelSerializer):
@@ -92,7 +92,7 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pol
 
     resource = "request"
     serializer_class = AccessRequestSerializer
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
     lookup_value_regex = r"\d+"
     policy_actions = {"approve": decisions.REVIEW, "reject": decisions.REVIEW, "counter": decisions.REVIEW,
                       "accept": decisions.ANSWER, "decline": decisions.ANSWER, "withdraw": decisions.ANSWER}
@@ -202,7 +202,7 @@ class OfferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewS
 
     resource = "offer"
     serializer_class = OfferSerializer
-    parser_classes = [JSONParser]
+    parser_classes = [JsonBodyParser]
     lookup_value_regex = r"\d+"
     filterset_fields = {"published": ["exact"]}
 

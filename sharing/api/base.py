@@ -10,6 +10,8 @@ so filter forms show nobody's names and `?grid=<someone else's id>` is an empty 
 from __future__ import annotations
 
 import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
 from django.db import models
 from django_filters.rest_framework import DjangoFilterBackend, FilterSet
 from rest_framework import exceptions, pagination, viewsets
@@ -43,26 +45,88 @@ class IdFilter(django_filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
+class RawNullBooleanSelect(forms.NullBooleanSelect):
+    """The yes/no/unknown select of the browsable API's filter form, handing the raw value on (Django's maps junk to "unknown")."""
+
+    def value_from_datadict(self, data, files, name):
+        return data.get(name)
+
+
+class StrictBooleanField(forms.NullBooleanField):
+    """true/false (or 1/0, True/False); anything else is an invalid value, not "no filter" as Django's NullBooleanField has it."""
+
+    widget = RawNullBooleanSelect
+    VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+    def to_python(self, value):
+        if value in (None, "", "unknown"):
+            return None
+        if isinstance(value, bool):
+            return value
+        found = self.VALUES.get(str(value).lower())
+        if found is None:
+            raise ValidationError("a true/false filter takes true or false", code="invalid")
+        return found
+
+    def validate(self, value):
+        pass
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
 class ScopedFilterSet(FilterSet):
-    """django-filter's defaults, but foreign keys are ids (IdFilter) instead of choices from the whole table."""
+    """django-filter's defaults, but foreign keys are ids (IdFilter) instead of choices from the whole table, and booleans strict."""
 
     FILTER_DEFAULTS = {**FilterSet.FILTER_DEFAULTS, models.ForeignKey: {"filter_class": IdFilter},
-                       models.OneToOneField: {"filter_class": IdFilter}}
+                       models.OneToOneField: {"filter_class": IdFilter},
+                       models.BooleanField: {"filter_class": StrictBooleanFilter}}
+
+
+def invalid_filter(errors: dict) -> exceptions.ValidationError:
+    """The one refusal of a query parameter's value: 400 `invalid_filter`, with the messages per parameter."""
+    return exceptions.ValidationError({"reason": "invalid_filter", "message": "a query parameter has a value it does not take", **errors})
 
 
 class ScopedFilterBackend(DjangoFilterBackend):
-    """The filter backend of every list: ScopedFilterSet as the base of the generated filter sets."""
+    """The filter backend of every list: ScopedFilterSet as the base of the generated filter sets; an invalid value is a 400."""
 
     filterset_base = ScopedFilterSet
+    raise_exception = True
+
+    def filter_queryset(self, request, queryset, view):
+        filterset = self.get_filterset(request, queryset, view)
+        if filterset is None:
+            return queryset
+        if not filterset.is_valid():
+            raise invalid_filter({name: list(messages) for name, messages in filterset.errors.items()})
+        return filterset.qs
 
 
 class BoundedLimitOffsetPagination(pagination.LimitOffsetPagination):
-    """Pages of at most 1,000 rows (an oversized `limit` is cut to it) and offsets within bigint."""
+    """Pages of at most 1,000 rows (an oversized `limit` is cut to it), offsets cut to bigint; a value that is no count is a 400."""
 
     max_limit = 1000
 
+    def _parameter(self, request, name: str, *, minimum: int, default: int | None) -> int | None:
+        text = request.query_params.get(name)
+        if text is None:
+            return default
+        try:
+            value = int(text) if text.isascii() and text.isdigit() else None
+        except ValueError:  # more digits than Python converts
+            value = None
+        if value is None or value < minimum:
+            raise invalid_filter({name: [f"{name} takes a whole number from {minimum}"]})
+        return value
+
+    def get_limit(self, request):
+        limit = self._parameter(request, self.limit_query_param, minimum=1, default=self.default_limit)
+        return min(limit, self.max_limit) if limit is not None else None
+
     def get_offset(self, request):
-        return min(super().get_offset(request), MAX_ID)
+        return min(self._parameter(request, self.offset_query_param, minimum=0, default=0), MAX_ID)
 
 
 class PolicyViewSet(viewsets.GenericViewSet):

@@ -19,7 +19,7 @@ from sharing.api.base import PolicyViewSet
 from sharing.api.rows import negotiated_format
 from sharing.models import Agreement, AuditEntry
 from sharing.scope import MODEL_OF_TYPE
-from twin.api.views import RdfNegotiationMixin, RdfUploadParser
+from twin.api.views import JsonBodyParser, RdfNegotiationMixin, RdfUploadParser
 from twin.models import OwnerConsent, Participant
 
 ODRL_MEDIA_TYPES = {"application/ld+json": "json-ld", "text/turtle": "turtle"}
@@ -167,6 +167,7 @@ class DecisionViewSet(PolicyViewSet):
 
     resource = "decision"
     serializer_class = DecisionRequestSerializer
+    parser_classes = [JsonBodyParser]
 
     @extend_schema(request=DecisionRequestSerializer, responses={200: OpenApiTypes.OBJECT})
     def create(self, request):
@@ -210,6 +211,7 @@ class OwnerConsentViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, Policy
 
     resource = "owner_consent"
     serializer_class = OwnerConsentSerializer
+    parser_classes = [JsonBodyParser]
 
     def get_queryset(self):
         return super().get_queryset().order_by("-id")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -13,7 +12,9 @@ from rest_framework.response import Response
 
 from sharing.api.base import PolicyViewSet
 from twin import models, plots
-from twin.loadflow import selectors, services
+from twin.api.serializers import MAX_IRI_CHARS, IriField, NumberField, QuerySerializer, ZonedDateTimeField
+from twin.api.views import JsonBodyParser
+from twin.loadflow import scenarios, selectors, services
 from twin.tasks import enqueue
 
 Run = models.LoadFlowRun
@@ -28,15 +29,57 @@ class RunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+MAX_LOADING_LIMITS = 10_000  # per-asset loading limits in one run
+
+
+class ScenarioField(serializers.JSONField):
+    """A what-if scenario, checked by the scenario's own rules (twin.loadflow.scenarios.validate): types, keys and size caps."""
+
+    def to_internal_value(self, data):
+        try:
+            scenarios.validate(data)
+        except scenarios.ScenarioError as exc:
+            raise serializers.ValidationError(exc.message) from exc
+        return data
+
+
+class RunParametersSerializer(serializers.Serializer):
+    """What a run may be asked to judge by or change: known keys only, each typed (units in the names)."""
+
+    vm_min_pu = NumberField(required=False, help_text="Lower end of the voltage band (pu; default 0.9).")
+    vm_max_pu = NumberField(required=False, help_text="Upper end of the voltage band (pu; default 1.1).")
+    max_loading_percent = NumberField(required=False, help_text="Loading limit of every line and transformer (% of rating).")
+    loading_limits = serializers.DictField(child=NumberField(), required=False, help_text="Per-asset loading limits: IRI → %.")
+    scenario = ScenarioField(required=False, help_text='What-if: {"changes": [...]} (add / remove / set), at most '
+                             f"{scenarios.MAX_CHANGES} changes naming at most {scenarios.MAX_NAMED} buses and assets.")
+    feeder = IriField(required=False, help_text="Hosting capacity: the buses of this feeder (IRI).")
+    max_kw = NumberField(required=False, help_text="Hosting capacity: the largest size tried (kW).")
+    tolerance_kw = NumberField(required=False, help_text="Hosting capacity: precision of the search (kW).")
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(str(key) for key in data if key not in self.fields)
+            if unknown:
+                raise serializers.ValidationError({unknown[0][:100]: [f"not a parameter of a run: one of {', '.join(self.fields)}"]})
+        return super().to_internal_value(data)
+
+    def validate_loading_limits(self, value: dict) -> dict:
+        if len(value) > MAX_LOADING_LIMITS:
+            raise serializers.ValidationError(f"at most {MAX_LOADING_LIMITS} per-asset loading limits")
+        iri = IriField()
+        for key in value:
+            iri.run_validation(key)
+        return value
+
+
 class RunRequestSerializer(serializers.Serializer):
-    grid = serializers.IntegerField()
+    grid = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     kind = serializers.ChoiceField(choices=Run.Kind.values, default=Run.Kind.SNAPSHOT)
-    at = serializers.DateTimeField(required=False, help_text="Snapshot time (default now).")
-    start = serializers.DateTimeField(required=False)
-    end = serializers.DateTimeField(required=False)
-    step_minutes = serializers.IntegerField(default=15)
-    parameters = serializers.DictField(required=False, default=dict,
-                                       help_text="vm_min_pu, vm_max_pu, max_loading_percent, loading_limits, scenario, feeder …")
+    at = ZonedDateTimeField(required=False, help_text="Snapshot time (default now).")
+    start = ZonedDateTimeField(required=False)
+    end = ZonedDateTimeField(required=False)
+    step_minutes = serializers.IntegerField(default=15, min_value=1, max_value=1440)
+    parameters = RunParametersSerializer(required=False, default=dict)
 
 
 class ViolationSerializer(serializers.ModelSerializer):
@@ -45,33 +88,31 @@ class ViolationSerializer(serializers.ModelSerializer):
         fields = ["id", "run", "grid", "element", "asset_iri", "quantity", "start", "end", "steps", "value", "limit", "severity"]
 
 
-def _number(request, name: str) -> float | None:
-    text = request.query_params.get(name)
-    if text in (None, ""):
-        return None
-    try:
-        return float(text)
-    except ValueError as exc:
-        raise ValidationError({"reason": "invalid_filter", "message": f"{name} must be a number"}) from exc
+class PeriodQuery(QuerySerializer):
+    start = ZonedDateTimeField(required=False, help_text="From this time (ISO 8601 with zone).")
+    end = ZonedDateTimeField(required=False, help_text="Before this time (ISO 8601 with zone).")
 
 
-def _time(request, name: str):
-    text = request.query_params.get(name)
-    if not text:
-        return None
-    value = parse_datetime(text)
-    if value is None or value.tzinfo is None:
-        raise ValidationError({"reason": "invalid_filter", "message": f"{name} must be an ISO 8601 time with a zone"})
-    return value
+class ResultQuery(PeriodQuery):
+    element = serializers.ChoiceField(choices=["bus", "line", "trafo"], default="bus", help_text="Which results (default bus).")
+    iri = serializers.CharField(required=False, max_length=(MAX_IRI_CHARS + 1) * selectors.MAX_SERIES_ASSETS,
+                                help_text="One asset (time series: one or more, comma-separated; required there).")
+    feeder = IriField(required=False, help_text="Buses of one feeder (IRI).")
+    vm_below = serializers.FloatField(required=False)
+    vm_above = serializers.FloatField(required=False)
+    min_loading_percent = serializers.FloatField(required=False)
+
+    def validate_iri(self, value: str) -> list[str]:
+        iris = [i for i in value.split(",") if i]
+        if any(len(i) > MAX_IRI_CHARS for i in iris):
+            raise serializers.ValidationError(f"each IRI has at most {MAX_IRI_CHARS} characters")
+        return iris
 
 
-RESULT_PARAMETERS = [
-    OpenApiParameter("element", str, enum=["bus", "line", "trafo"], description="Which results (default bus)."),
-    OpenApiParameter("iri", str, description="One asset (time series: one or more, comma-separated; required there)."),
-    OpenApiParameter("feeder", str, description="Buses of one feeder (IRI)."),
-    OpenApiParameter("vm_below", float), OpenApiParameter("vm_above", float), OpenApiParameter("min_loading_percent", float),
-    OpenApiParameter("start", OpenApiTypes.DATETIME), OpenApiParameter("end", OpenApiTypes.DATETIME),
-]
+class PlotQuery(QuerySerializer):
+    feeder = IriField(required=False)
+    line = IriField(required=False, help_text="line IRI (line-loading)")
+    at = ZonedDateTimeField(required=False, help_text="time series: the step to draw")
 
 
 class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewSet):
@@ -79,6 +120,7 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Polic
 
     resource = "run"
     serializer_class = RunSerializer
+    parser_classes = [JsonBodyParser]
     filterset_fields = {"grid": ["exact"], "kind": ["exact"], "status": ["exact"]}
 
     def get_queryset(self):
@@ -90,7 +132,8 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Polic
     def create(self, request):
         """Queue a run (snapshot, time series, what-if, hosting capacity); 202 with the run to poll."""
         body = RunRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        if not body.is_valid():
+            raise ValidationError({"reason": "invalid_request", "message": "the request does not match the schema of a run", **body.errors})
         data = body.validated_data
         grid = self.decision.queryset.filter(pk=data["grid"]).first()  # for "add", the decision's rows are the grids one may run
         if grid is None:
@@ -107,30 +150,30 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Polic
                                    + (f" ({run.error})" if run.error else "")})
         return run
 
-    @extend_schema(parameters=RESULT_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[ResultQuery], responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
     def results(self, request, pk=None):
         """Snapshot: per bus / line / trafo results, filtered and paginated. Time series: the series of the assets named by `iri`."""
         run = self._succeeded()
-        element = request.query_params.get("element", "bus")
-        if element not in ("bus", "line", "trafo"):
-            raise ValidationError({"reason": "invalid_filter", "message": "element is bus, line or trafo"})
-        iri = request.query_params.get("iri")
+        query = ResultQuery.of(request)
+        element, iris = query["element"], query.get("iri", [])
         if run.chunks_total:
-            iris = [i for i in (iri or "").split(",") if i]
             if not iris or len(iris) > selectors.MAX_SERIES_ASSETS:
                 raise ValidationError({"reason": "invalid_filter",
                                        "message": f"name 1 to {selectors.MAX_SERIES_ASSETS} assets with iri=IRI[,IRI…]"})
             try:
-                found = selectors.series(run, element, iris, start=_time(request, "start"), end=_time(request, "end"))
+                found = selectors.series(run, element, iris, start=query.get("start"), end=query.get("end"))
             except KeyError as exc:
                 raise NotFound(f"no {element} {exc.args[0]} in this run") from exc
             return Response({"run": run.pk, "element": element, **found, "summary": run.summary})
+        if len(iris) > 1:
+            raise ValidationError({"reason": "invalid_filter", "message": "a snapshot's results take one iri"})
+        iri = iris[0] if iris else None
         if element == "bus":
-            rows = selectors.bus_results(run, feeder=request.query_params.get("feeder"), iri=iri, vm_below=_number(request, "vm_below"),
-                                         vm_above=_number(request, "vm_above"))
+            rows = selectors.bus_results(run, feeder=query.get("feeder"), iri=iri, vm_below=query.get("vm_below"),
+                                         vm_above=query.get("vm_above"))
         else:
-            rows = selectors.branch_results(run, element, iri=iri, min_loading_percent=_number(request, "min_loading_percent"))
+            rows = selectors.branch_results(run, element, iri=iri, min_loading_percent=query.get("min_loading_percent"))
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(page)
 
@@ -161,16 +204,14 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Polic
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(page)
 
-    @extend_schema(parameters=[OpenApiParameter("feeder", str), OpenApiParameter("line", str, description="line IRI (line-loading)"),
-                               OpenApiParameter("at", OpenApiTypes.DATETIME, description="time series: the step to draw")],
-                   responses={(200, "image/png"): OpenApiTypes.BINARY})
+    @extend_schema(parameters=[PlotQuery], responses={(200, "image/png"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"], url_path=r"plots/(?P<picture>voltage-profile|grid|line-loading)\.png")
     def plots(self, request, pk=None, picture=None):
         """A picture of the run's stored results: voltage profile along a feeder, grid map, or a line's loading over time."""
         run = self._succeeded()
+        query = PlotQuery.of(request)
         try:
-            png = plots.run_picture(run, picture, feeder=request.query_params.get("feeder"), line=request.query_params.get("line"),
-                                    at=_time(request, "at"))
+            png = plots.run_picture(run, picture, feeder=query.get("feeder"), line=query.get("line"), at=query.get("at"))
         except plots.PictureError as exc:
             raise ValidationError({"reason": "invalid_picture", "message": str(exc)}) from exc
         return HttpResponse(png, content_type="image/png")
@@ -184,13 +225,14 @@ class ViolationViewSet(mixins.ListModelMixin, PolicyViewSet):
     filterset_fields = {"grid": ["exact"], "run": ["exact"], "element": ["exact"], "quantity": ["exact"], "severity": ["exact"],
                         "asset_iri": ["exact"]}
 
-    @extend_schema(parameters=[OpenApiParameter("start", OpenApiTypes.DATETIME), OpenApiParameter("end", OpenApiTypes.DATETIME)])
+    @extend_schema(parameters=[PeriodQuery])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
         found = super().get_queryset().filter(run__status=Run.Status.SUCCEEDED)
-        start, end = _time(self.request, "start"), _time(self.request, "end")
+        period = PeriodQuery.of(self.request)
+        start, end = period.get("start"), period.get("end")
         if start:
             found = found.filter(end__gte=start)
         if end:

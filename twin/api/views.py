@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, parsers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotAcceptable
+from rest_framework.exceptions import NotAcceptable, ParseError
 from rest_framework.response import Response
 
+from ontology import limits
 from ontology.errors import EmptyUpload, UploadTooLarge
 from ontology.parsing import parse_rdf
 from ontology.serialization import FORMATS, MEDIA_TYPE_FORMATS, serialize
@@ -58,6 +61,38 @@ class RdfUploadParser(RawBodyParser):
         return UploadTooLarge(f"the body exceeds the limit of {limit} bytes")
 
 
+class JsonBodyParser(parsers.JSONParser):
+    """A JSON body of at most 1 MB and 32 levels of nesting: deeper or larger is a 400 `invalid_json`, never a RecursionError."""
+
+    max_bytes = 1024 * 1024
+    max_depth = 32
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        data = stream.read(self.max_bytes + 1) if stream is not None else b""
+        if len(data) > self.max_bytes:
+            raise UploadTooLarge(f"a JSON body has at most {self.max_bytes} bytes")
+        if not data.strip():
+            raise ParseError({"reason": "invalid_json", "message": "the body is empty: a JSON object was expected"})
+        try:
+            found = json.loads(data, parse_constant=_no_constant)
+        except RecursionError as exc:
+            raise ParseError({"reason": "invalid_json", "message": f"JSON nested deeper than {self.max_depth} levels"}) from exc
+        except ValueError as exc:
+            raise ParseError({"reason": "invalid_json", "message": f"the body is not JSON: {exc}"}) from exc
+        level, todo = 0, [found] if isinstance(found, dict | list) else []
+        while todo:  # one level at a time: no recursion on a hostile body
+            level += 1
+            if level > self.max_depth:
+                raise ParseError({"reason": "invalid_json", "message": f"JSON nested deeper than {self.max_depth} levels"})
+            todo = [child for item in todo for child in (item.values() if isinstance(item, dict) else item)
+                    if isinstance(child, dict | list)]
+        return found
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def read_upload(request):
     """Parse the request body (read by RdfUploadParser, which enforces the size limit) as RDF."""
     limit = settings.GRIDTWIN_MAX_UPLOAD_BYTES
@@ -68,10 +103,19 @@ def read_upload(request):
 
 
 def shacl_response(request, exc: services.ShapeViolation) -> Response | HttpResponse:
-    """A 422 with the violations as JSON, or the SHACL report graph as Turtle when asked for."""
+    """A 422 with the violations as JSON, or the SHACL report graph as Turtle when asked for.
+
+    Both are cut (ontology.limits): the JSON lists the first `GRIDTWIN_MAX_REPORTED_VIOLATIONS` results with the counts
+    of all of them per shape and path, the Turtle graph the first `GRIDTWIN_MAX_REPORT_RESULTS`.
+    """
     if request.query_params.get("report") == "turtle" or request.META.get("HTTP_ACCEPT", "").startswith("text/turtle"):
-        return HttpResponse(exc.report.as_turtle(), status=422, content_type="text/turtle; charset=utf-8")
-    return Response(exc.as_dict(), status=422)
+        return HttpResponse(exc.report.as_turtle(limit=limits.max_report_results()), status=422, content_type="text/turtle; charset=utf-8")
+    listed = limits.max_reported_violations()
+    body = {"reason": exc.reason, "message": exc.message, **exc.report.summary(limit=listed)}
+    if body["truncated"]:
+        body["message"] += (f"; the first {listed} of {body['result_count']} results are listed, by_constraint counts them all, and"
+                            f" ?report=turtle answers the SHACL report graph with the first {limits.max_report_results()}")
+    return Response(body, status=422)
 
 
 UPLOAD_PARAMETERS = [

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Sum
@@ -164,11 +165,31 @@ def _versions() -> dict[str, str]:
 
 
 def loadflow_run_claim(*, run_id: int, redelivered: bool = False) -> Run | None:
-    """Mark a queued run running (or take over a running one whose worker died); None when someone else has it."""
+    """Mark a queued run running (or take over a running one whose worker died); None when someone else has it.
+
+    Every delivery that claims the run is counted (`timings["deliveries"]`, in the run's row): a run whose worker is
+    killed each time (the hard time limit, out of memory) fails as `too_many_attempts` once it has been started
+    GRIDTWIN_LOADFLOW_MAX_ATTEMPTS times, instead of being redelivered for ever (late acknowledgement).
+    """
     statuses = [Run.Status.QUEUED, Run.Status.RUNNING] if redelivered else [Run.Status.QUEUED]
-    claimed = Run.objects.filter(pk=run_id, status__in=statuses).update(status=Run.Status.RUNNING, started_at=timezone.now(),
-                                                                         solver=SOLVER, versions=_versions())
-    return Run.objects.select_related("grid").get(pk=run_id) if claimed == 1 else None
+    limit = settings.GRIDTWIN_LOADFLOW_MAX_ATTEMPTS
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id, status__in=statuses).first()
+        if run is None:
+            return None
+        deliveries = int(run.timings.get("deliveries", 0)) + 1
+        if deliveries <= limit:
+            Run.objects.filter(pk=run_id).update(status=Run.Status.RUNNING, started_at=timezone.now(), solver=SOLVER,
+                                                 versions=_versions(), timings={**run.timings, "deliveries": deliveries})
+            return Run.objects.select_related("grid").get(pk=run_id)
+    loadflow_run_fail(run_id=run_id, reason="too_many_attempts",
+                      message=f"the run was started {limit} times without finishing (its worker was lost or killed at the time "
+                              f"limit of {settings.CELERY_TASK_TIME_LIMIT} s each time)")
+    return None
+
+
+def _time_limit_message() -> str:
+    return f"the work exceeded the worker's time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s)"
 
 
 def loadflow_run_execute(*, run_id: int, redelivered: bool = False) -> list[int]:
@@ -185,6 +206,8 @@ def loadflow_run_execute(*, run_id: int, redelivered: bool = False) -> list[int]
             loadflow_snapshot_solve(run)
     except LoadFlowError as exc:
         loadflow_run_fail(run_id=run.pk, reason=exc.reason, message=exc.message)
+    except SoftTimeLimitExceeded:
+        loadflow_run_fail(run_id=run.pk, reason="time_limit", message=_time_limit_message())
     except Exception as exc:
         logger.exception("load-flow run %s failed", run.pk)
         loadflow_run_fail(run_id=run.pk, reason="internal_error", message=f"{type(exc).__name__}: {exc}")
@@ -202,6 +225,28 @@ def loadflow_run_fail(*, run_id: int, reason: str, message: str) -> None:
     run.chunks.update(arrays=None)
     run.status, run.error, run.finished_at, run.summary = Run.Status.FAILED, f"{reason}: {message}", timezone.now(), {}
     run.save(update_fields=["status", "error", "finished_at", "summary"])
+
+
+def loadflow_runs_sweep(*, now: datetime | None = None) -> list[int]:
+    """Fail the runs stuck past their deadline (Celery beat, `twin.loadflow_sweep_stuck_runs`); returns their ids.
+
+    A run stays `running` (or `queued`) for ever when its messages are lost (the broker lost them, a chunk was never
+    redelivered): nothing would ever end it. A run still running GRIDTWIN_LOADFLOW_RUN_DEADLINE_S after it was
+    (last) started, or still queued that long after it was created, is failed as `deadline_exceeded`, which deletes
+    whatever it stored; the caller submits it again. Claiming by status (one UPDATE per run inside
+    `loadflow_run_fail`, under the run's row lock) makes two sweepers harmless.
+    """
+    deadline_s = settings.GRIDTWIN_LOADFLOW_RUN_DEADLINE_S
+    cutoff = (now or timezone.now()) - timedelta(seconds=deadline_s)
+    stuck = list(Run.objects.filter(status=Run.Status.RUNNING, started_at__lt=cutoff).values_list("pk", flat=True))
+    never_started = list(Run.objects.filter(status=Run.Status.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
+    for run_id in stuck:
+        loadflow_run_fail(run_id=run_id, reason="deadline_exceeded",
+                          message=f"still running {deadline_s} s after it started (its work was lost): submit the run again")
+    for run_id in never_started:
+        loadflow_run_fail(run_id=run_id, reason="deadline_exceeded",
+                          message=f"still queued {deadline_s} s after it was created (its message was lost): submit the run again")
+    return stuck + never_started
 
 
 @contextmanager
@@ -424,8 +469,13 @@ def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
     run = Run.objects.select_related("grid").get(pk=run_id)
     if run.status != Run.Status.RUNNING:
         return
-    claimed = models.TimeSeriesChunk.objects.filter(run_id=run_id, index=index).exclude(status=models.TimeSeriesChunk.Status.DONE)
-    if claimed.update(status=models.TimeSeriesChunk.Status.RUNNING, attempts=F("attempts") + 1) != 1:
+    unfinished = models.TimeSeriesChunk.objects.filter(run_id=run_id, index=index).exclude(status=models.TimeSeriesChunk.Status.DONE)
+    limit = settings.GRIDTWIN_LOADFLOW_MAX_ATTEMPTS
+    if unfinished.filter(attempts__lt=limit).update(status=models.TimeSeriesChunk.Status.RUNNING, attempts=F("attempts") + 1) != 1:
+        if unfinished.filter(attempts__gte=limit).exists():  # each delivery so far lost its worker: stop redelivering
+            loadflow_run_fail(run_id=run_id, reason="too_many_attempts",
+                              message=f"chunk {index} was started {limit} times without finishing (its worker was lost or "
+                                      f"killed at the time limit of {settings.CELERY_TASK_TIME_LIMIT} s each time)")
         return
     chunk = models.TimeSeriesChunk.objects.get(run_id=run_id, index=index)
     started = time.perf_counter()
@@ -446,6 +496,9 @@ def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
                                    results.trafo["loading_percent"], times)
     except LoadFlowError as exc:
         loadflow_run_fail(run_id=run_id, reason=exc.reason, message=exc.message)
+        return
+    except SoftTimeLimitExceeded:
+        loadflow_run_fail(run_id=run_id, reason="time_limit", message=f"chunk {index}: {_time_limit_message()}")
         return
     except Exception as exc:
         logger.exception("chunk %s of load-flow run %s failed", index, run_id)

@@ -6,6 +6,7 @@ referred to the end that carries them), so the RDF form round-trips without any 
 
 from django.db import models
 
+from twin.models.fields import FiniteFloatField
 from twin.models.grid import Bus, Feeder, GridPart, Participant
 
 
@@ -30,8 +31,8 @@ class ExternalGrid(Asset):
     """Connection to the upstream grid, the slack (cim:ExternalNetworkInjection with a voltage control)."""
 
     bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="external_grids")
-    vm_target_kv = models.FloatField(help_text="Voltage setpoint, kV.")
-    va_degree = models.FloatField(default=0.0)
+    vm_target_kv = FiniteFloatField(help_text="Voltage setpoint, kV.")
+    va_degree = FiniteFloatField(default=0.0)
     reference_priority = models.IntegerField(default=1)
 
 
@@ -40,12 +41,12 @@ class Line(Asset):
 
     from_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="lines_from")
     to_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="lines_to")
-    length_km = models.FloatField()
-    r_ohm = models.FloatField()
-    x_ohm = models.FloatField()
-    b_s = models.FloatField(default=0.0, help_text="Total positive-sequence shunt susceptance, S.")
-    g_s = models.FloatField(default=0.0, help_text="Total positive-sequence shunt conductance, S.")
-    max_i_ka = models.FloatField(null=True, blank=True)
+    length_km = FiniteFloatField()
+    r_ohm = FiniteFloatField()
+    x_ohm = FiniteFloatField()
+    b_s = FiniteFloatField(default=0.0, help_text="Total positive-sequence shunt susceptance, S.")
+    g_s = FiniteFloatField(default=0.0, help_text="Total positive-sequence shunt conductance, S.")
+    max_i_ka = FiniteFloatField(null=True, blank=True)
 
 
 class Transformer(Asset):
@@ -59,25 +60,25 @@ class Transformer(Asset):
 
     hv_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="transformers_hv")
     lv_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="transformers_lv")
-    sn_mva = models.FloatField()
-    vn_hv_kv = models.FloatField()
-    vn_lv_kv = models.FloatField()
-    r_ohm = models.FloatField()
-    x_ohm = models.FloatField()
-    g_s = models.FloatField(default=0.0)
-    b_s = models.FloatField(default=0.0)
-    r2_ohm = models.FloatField(default=0.0)
-    x2_ohm = models.FloatField(default=0.0)
-    g2_s = models.FloatField(default=0.0)
-    b2_s = models.FloatField(default=0.0)
+    sn_mva = FiniteFloatField()
+    vn_hv_kv = FiniteFloatField()
+    vn_lv_kv = FiniteFloatField()
+    r_ohm = FiniteFloatField()
+    x_ohm = FiniteFloatField()
+    g_s = FiniteFloatField(default=0.0)
+    b_s = FiniteFloatField(default=0.0)
+    r2_ohm = FiniteFloatField(default=0.0)
+    x2_ohm = FiniteFloatField(default=0.0)
+    g2_s = FiniteFloatField(default=0.0)
+    b2_s = FiniteFloatField(default=0.0)
     phase_angle_clock = models.IntegerField(default=0, help_text="Vector group clock number of end 2 (times 30 degrees).")
     tap_side = models.CharField(max_length=2, choices=TAP_SIDES, blank=True)
     tap_low = models.IntegerField(null=True, blank=True)
     tap_high = models.IntegerField(null=True, blank=True)
     tap_neutral = models.IntegerField(null=True, blank=True)
     tap_normal = models.IntegerField(null=True, blank=True)
-    tap_pos = models.FloatField(null=True, blank=True)
-    tap_step_percent = models.FloatField(null=True, blank=True)
+    tap_pos = FiniteFloatField(null=True, blank=True)
+    tap_step_percent = FiniteFloatField(null=True, blank=True)
 
 
 class Switch(Asset):
@@ -102,8 +103,8 @@ class Load(Asset):
     """A consumer (cim:EnergyConsumer), load convention: positive p_mw is consumption."""
 
     bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="loads")
-    p_mw = models.FloatField()
-    q_mvar = models.FloatField()
+    p_mw = FiniteFloatField()
+    q_mvar = FiniteFloatField()
     profile = models.CharField(max_length=100, blank=True)
 
 
@@ -117,9 +118,9 @@ class StaticGenerator(Asset):
 
     bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="static_generators")
     kind = models.CharField(max_length=10, choices=KINDS, default="pv")
-    p_mw = models.FloatField()
-    q_mvar = models.FloatField(default=0.0)
-    sn_mva = models.FloatField(null=True, blank=True)
+    p_mw = FiniteFloatField()
+    q_mvar = FiniteFloatField(default=0.0)
+    sn_mva = FiniteFloatField(null=True, blank=True)
     profile = models.CharField(max_length=100, blank=True)
 
 
@@ -127,11 +128,11 @@ class Storage(Asset):
     """A battery (cim:PowerElectronicsConnection + cim:BatteryUnit); positive p_mw is charging."""
 
     bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="storages")
-    p_mw = models.FloatField(default=0.0)
-    q_mvar = models.FloatField(default=0.0)
-    sn_mva = models.FloatField(null=True, blank=True)
-    max_e_mwh = models.FloatField()
-    stored_e_mwh = models.FloatField(null=True, blank=True)
+    p_mw = FiniteFloatField(default=0.0)
+    q_mvar = FiniteFloatField(default=0.0)
+    sn_mva = FiniteFloatField(null=True, blank=True)
+    max_e_mwh = FiniteFloatField()
+    stored_e_mwh = FiniteFloatField(null=True, blank=True)
     profile = models.CharField(max_length=100, blank=True)
 
     class Meta(Asset.Meta):
@@ -142,9 +143,9 @@ class EVCharger(Asset):
     """An EV charging station (gt:EVChargingStation, a cim:EnergyConsumer and a saref:Device)."""
 
     bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="ev_chargers")
-    p_mw = models.FloatField(default=0.0)
-    q_mvar = models.FloatField(default=0.0)
-    max_p_mw = models.FloatField()
+    p_mw = FiniteFloatField(default=0.0)
+    q_mvar = FiniteFloatField(default=0.0)
+    max_p_mw = FiniteFloatField()
     connector_count = models.PositiveIntegerField(default=1)
     profile = models.CharField(max_length=100, blank=True)
 

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from twin.models.fields import FiniteFloatField
+
 
 class Participant(models.Model):
     """An organisation taking part in the hub (utility, aggregator, researcher …), as org:Organization.
@@ -85,7 +87,7 @@ class Feeder(GridPart):
 class BaseVoltage(GridPart):
     """A nominal voltage level of the grid (cim:BaseVoltage), in kV."""
 
-    nominal_voltage_kv = models.FloatField()
+    nominal_voltage_kv = FiniteFloatField()
 
 
 class Bus(GridPart):
@@ -93,10 +95,10 @@ class Bus(GridPart):
 
     base_voltage = models.ForeignKey(BaseVoltage, on_delete=models.CASCADE, related_name="buses")
     feeder = models.ForeignKey(Feeder, null=True, blank=True, on_delete=models.SET_NULL, related_name="buses")
-    lon_degree = models.FloatField(null=True, blank=True)
-    lat_degree = models.FloatField(null=True, blank=True)
-    sv_v_kv = models.FloatField(null=True, blank=True, help_text="Solved voltage magnitude from a CGMES SV profile, kV.")
-    sv_angle_degree = models.FloatField(null=True, blank=True, help_text="Solved voltage angle from a CGMES SV profile.")
+    lon_degree = FiniteFloatField(null=True, blank=True)
+    lat_degree = FiniteFloatField(null=True, blank=True)
+    sv_v_kv = FiniteFloatField(null=True, blank=True, help_text="Solved voltage magnitude from a CGMES SV profile, kV.")
+    sv_angle_degree = FiniteFloatField(null=True, blank=True, help_text="Solved voltage angle from a CGMES SV profile.")
     part_iris = models.JSONField(default=dict, blank=True)
 
     class Meta(GridPart.Meta):

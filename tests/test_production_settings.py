@@ -1,0 +1,59 @@
+"""Production defaults: a deployment's processes run production settings and refuse to start without their services.
+
+Each check starts a fresh Python process (settings are read once per process), with an environment built from
+scratch: nothing of the test process's own settings reaches it.
+"""
+
+import os
+import subprocess
+import sys
+
+from django.conf import settings
+
+PROD_ENV = {
+    "SECRET_KEY": "prod-test-" + "k" * 50,
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",  # settings only: nothing here connects
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
+    "ALLOWED_HOSTS": "hub.example",
+}
+
+
+def run(code: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+    keep = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}}
+    command = [sys.executable, *args] if args else [sys.executable, "-c", code]
+    return subprocess.run(command, env={**keep, **env}, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120)  # noqa: S603
+
+
+def test_wsgi_and_celery_default_to_production_settings_and_manage_py_to_the_demo():
+    probe = "import os, {module}; print(os.environ['DJANGO_SETTINGS_MODULE'])"
+    for module in ("config.wsgi", "config.celery_app"):
+        done = run(probe.format(module=module), PROD_ENV)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == "config.settings.prod", module
+    demo = run("", {}, "manage.py", "diffsettings", "--output", "unified")
+    assert demo.returncode == 0, demo.stderr
+    assert "+ DEBUG = True" in demo.stdout and "sqlite3" in demo.stdout
+
+
+def test_production_refuses_to_start_without_database_broker_or_secret():
+    for missing in ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY"):
+        env = {k: v for k, v in PROD_ENV.items() if k != missing}
+        done = run("import config.wsgi", env)  # a worker reads the same module (the default above)
+        assert done.returncode != 0, missing
+        assert "ImproperlyConfigured" in done.stderr and f"need {missing}" in done.stderr, done.stderr[-2000:]
+
+
+def test_production_trusts_the_tls_proxy_and_check_deploy_has_no_security_warning():
+    code = """
+import django
+django.setup()
+from django.test import RequestFactory
+request = RequestFactory().get("/api/v1/", HTTP_HOST="hub.example", HTTP_X_FORWARDED_PROTO="https")
+print(request.build_absolute_uri())
+"""
+    done = run(code, {**PROD_ENV, "DJANGO_SETTINGS_MODULE": "config.settings.prod"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "https://hub.example/api/v1/"
+    check = run("", {**PROD_ENV, "DJANGO_SETTINGS_MODULE": "config.settings.prod"}, "manage.py", "check", "--deploy", "--tag", "security")
+    assert check.returncode == 0, check.stderr
+    assert "security.W" not in check.stdout + check.stderr, check.stdout + check.stderr
