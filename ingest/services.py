@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ingest import selectors
@@ -144,6 +145,7 @@ def telemetry_batch_publish(*, batch_id: int) -> None:
     `telemetry_batches_requeue` (Celery beat) publishes it again."""
     from ingest.tasks import process_batch  # tasks call services
 
+    twin.TelemetryBatch.objects.filter(pk=batch_id).update(published_at=timezone.now())
     try:
         process_batch.delay(batch_id)
     except Exception:  # broker down, or (in process) the task itself failed: the row records the rest
@@ -239,10 +241,18 @@ def telemetry_batch_dead_letter(*, batch_id: int, error: str) -> bool:
 
 
 def telemetry_batches_requeue(*, older_than_s: int = 1800, include_dead: bool = False) -> int:
-    """Publish again the batches queued (or running) for longer than `older_than_s` — their message was
-    lost or never published — and, on request, the dead ones with their delivery count reset."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    stale = twin.TelemetryBatch.objects.filter(status__in=[Status.QUEUED, Status.RUNNING], received_at__lt=cutoff)
+    """Publish again the batches whose message was lost or never published — and, on request, the dead ones with their
+    delivery count reset.
+
+    Lost means: queued `older_than_s` after its last publish (not after its receipt: under a long but healthy backlog
+    the first message is still waiting, and every extra copy would count a delivery towards the dead letter), or
+    running longer than a worker may run a task (CELERY_TASK_TIME_LIMIT) plus `older_than_s` — its worker is gone."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_s)
+    last_publish = Coalesce("published_at", "received_at")
+    worker_gone = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + older_than_s)
+    stale = twin.TelemetryBatch.objects.alias(last_publish=last_publish).filter(
+        Q(status=Status.QUEUED, last_publish__lt=cutoff) | Q(status=Status.RUNNING, started_at__lt=worker_gone))
     ids = list(stale.values_list("pk", flat=True))
     if include_dead:
         dead = twin.TelemetryBatch.objects.filter(status=Status.DEAD)

@@ -450,3 +450,24 @@ def test_a_revoked_or_wrong_key_is_401(gateway, utility, points):
     wrong.credentials(HTTP_AUTHORIZATION="Gateway gtk_not-a-key")
     response = post(wrong, b"[]")
     assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+
+
+def test_the_requeue_waits_from_the_last_publish_and_for_a_gone_worker(gateway, points, settings):
+    """A long but healthy backlog is not published again (each copy would count a delivery towards the dead letter);
+    a batch whose message was lost, or whose worker died, is."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        pytest.skip("needs a broker: an eager publish would process the batch at once")
+    now = datetime.now(UTC)
+    ids = [post(gateway, readings_json(power_readings(points, START + timedelta(days=k), 1))).json()["id"] for k in range(4)]
+    backlog, lost, running, gone = ids
+    long_ago = now - timedelta(hours=2)
+    models.TelemetryBatch.objects.filter(pk__in=ids).update(received_at=long_ago)
+    models.TelemetryBatch.objects.filter(pk=backlog).update(published_at=now - timedelta(minutes=5))
+    models.TelemetryBatch.objects.filter(pk=lost).update(published_at=long_ago)
+    models.TelemetryBatch.objects.filter(pk=running).update(status="running", attempts=1, started_at=now - timedelta(minutes=5))
+    models.TelemetryBatch.objects.filter(pk=gone).update(status="running", attempts=1, started_at=long_ago)
+
+    assert services.telemetry_batches_requeue() == 2
+    republished = models.TelemetryBatch.objects.filter(published_at__gt=now - timedelta(seconds=30))
+    assert set(republished.values_list("pk", flat=True)) == {lost, gone}
+    assert models.TelemetryBatch.objects.get(pk=backlog).attempts == 0

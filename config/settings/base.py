@@ -209,7 +209,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+    # pandapower says at import, at INFO, that its optional plotly plots are unavailable: noise for every command.
+    "loggers": {"django.request": {"level": "ERROR"}, "pandapower.plotting": {"level": "WARNING"}},
 }
 
 # SPARQL over the permitted graph (sharing.sparql): limits of one query, and the graphs kept per web worker.

@@ -133,6 +133,8 @@ class TelemetryBatch(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     attempts = models.PositiveIntegerField(default=0, help_text="Deliveries to a worker so far.")
     received_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="When its message was last handed to the broker (a requeue waits from here).")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     received_count = models.PositiveIntegerField(default=0)
