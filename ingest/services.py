@@ -140,6 +140,15 @@ def telemetry_batch_record_unreadable(*, source: twin.TelemetrySource, body: byt
         finished_at=timezone.now(), error=f"{error.reason}: {error.message}")
 
 
+def telemetry_backlog_full() -> bool:
+    """Whether the workers' backlog is at its bound (`GRIDTWIN_INGEST_MAX_QUEUED_BATCHES` batches queued; 0: no bound).
+
+    Accepting more would only grow the queue: the edge sheds load instead (503 with Retry-After), and a gateway retries
+    later with the same Idempotency-Key. One indexed count, stopped at the bound."""
+    bound = settings.GRIDTWIN_INGEST_MAX_QUEUED_BATCHES
+    return bound > 0 and twin.TelemetryBatch.objects.filter(status=Status.QUEUED)[:bound].count() >= bound
+
+
 def telemetry_batch_publish(*, batch_id: int) -> None:
     """Hand a stored batch to the workers. A failed publish loses nothing: the batch stays queued and
     `telemetry_batches_requeue` (Celery beat) publishes it again."""

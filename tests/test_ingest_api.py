@@ -471,3 +471,19 @@ def test_the_requeue_waits_from_the_last_publish_and_for_a_gone_worker(gateway, 
     republished = models.TelemetryBatch.objects.filter(published_at__gt=now - timedelta(seconds=30))
     assert set(republished.values_list("pk", flat=True)) == {lost, gone}
     assert models.TelemetryBatch.objects.get(pk=backlog).attempts == 0
+
+
+def test_a_full_backlog_sheds_uploads_at_the_edge_with_retry_after(gateway, points, settings):
+    settings.GRIDTWIN_INGEST_MAX_QUEUED_BATCHES = 2
+    settings.GRIDTWIN_INGEST_RETRY_AFTER_S = 30
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # the batches stay queued, as behind busy workers
+    first = [post(gateway, readings_json(power_readings(points, START + timedelta(days=k), 1))) for k in range(2)]
+    assert [r.status_code for r in first] == [202, 202]
+
+    shed = post(gateway, readings_json(power_readings(points, START + timedelta(days=5), 1)), HTTP_IDEMPOTENCY_KEY="later")
+    assert shed.status_code == 503 and shed.json()["reason"] == "overloaded" and shed["Retry-After"] == "30"
+    assert models.TelemetryBatch.objects.count() == 2  # nothing stored for the shed upload
+
+    models.TelemetryBatch.objects.filter(pk=first[0].json()["id"]).update(status="succeeded")
+    again = post(gateway, readings_json(power_readings(points, START + timedelta(days=5), 1)), HTTP_IDEMPOTENCY_KEY="later")
+    assert again.status_code == 202

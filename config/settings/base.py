@@ -187,6 +187,9 @@ GRIDTWIN_TELEMETRY_OLDEST = os.environ.get("GRIDTWIN_TELEMETRY_OLDEST", "2000-01
 # Deliveries of one batch to workers (first try + redeliveries after a lost worker or a transient error)
 # before it is dead-lettered (status "dead" with the error).
 GRIDTWIN_TELEMETRY_MAX_ATTEMPTS = int(os.environ.get("GRIDTWIN_TELEMETRY_MAX_ATTEMPTS", "5"))
+# Back-pressure: with this many batches queued for the workers, new uploads get 503 + Retry-After (0: no bound).
+GRIDTWIN_INGEST_MAX_QUEUED_BATCHES = int(os.environ.get("GRIDTWIN_INGEST_MAX_QUEUED_BATCHES", "2000"))
+GRIDTWIN_INGEST_RETRY_AFTER_S = int(os.environ.get("GRIDTWIN_INGEST_RETRY_AFTER_S", "30"))
 # Most rows a readings query may return before it must ask for a coarser resolution or a shorter window.
 GRIDTWIN_TELEMETRY_MAX_QUERY_ROWS = int(os.environ.get("GRIDTWIN_TELEMETRY_MAX_QUERY_ROWS", "200000"))
 

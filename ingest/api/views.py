@@ -8,7 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 
 from ingest import selectors, services
@@ -27,6 +27,17 @@ def query(serializer_class, request) -> dict:
     found = serializer_class(data=request.query_params)
     found.is_valid(raise_exception=True)
     return found.validated_data
+
+
+class Overloaded(APIException):
+    """The workers' backlog is full: the upload is shed at the edge (nothing stored) and retried by the gateway later."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+    def __init__(self):
+        self.wait = settings.GRIDTWIN_INGEST_RETRY_AFTER_S  # DRF answers it as Retry-After
+        super().__init__({"reason": "overloaded", "message": "the workers' backlog is full: retry later (Retry-After), with the "
+                                                             "same Idempotency-Key"})
 
 
 class BatchBodyParser(RawBodyParser):
@@ -55,7 +66,8 @@ class TelemetryBatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Po
                                      description="Makes a retried upload a no-op: the same key and body give the first batch.")],
         responses={202: BatchSerializer, 400: OpenApiResponse(description="unreadable body"),
                    413: OpenApiResponse(description="too large"), 415: OpenApiResponse(description="unsupported content type"),
-                   422: OpenApiResponse(description="Idempotency-Key reused with another body")},
+                   422: OpenApiResponse(description="Idempotency-Key reused with another body"),
+                   503: OpenApiResponse(description="overloaded: the workers' backlog is full; retry after Retry-After seconds")},
     )
     def create(self, request):
         """Store the batch durably and answer 202 with its id; a worker validates and writes it."""
@@ -63,6 +75,8 @@ class TelemetryBatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Po
         key = request.headers.get("Idempotency-Key", "").strip()
         if len(key) > IDEMPOTENCY_KEY_MAX_CHARS:
             raise ValidationError({"reason": "bad_request", "message": f"Idempotency-Key is longer than {IDEMPOTENCY_KEY_MAX_CHARS}"})
+        if services.telemetry_backlog_full():
+            raise Overloaded()
         body = request.data if isinstance(request.data, bytes) else b""
         receipt = services.telemetry_batch_receive(source=source, body=body, content_type=request.content_type, idempotency_key=key)
         batch = self.get_queryset().get(pk=receipt.batch.pk)
