@@ -49,8 +49,9 @@ import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.namespace import RDF
 
+from ontology import limits
 from ontology.document import typed_literal
-from ontology.errors import ConversionError
+from ontology.errors import ConversionError, OntologyError
 from ontology.namespaces import CIM, CIM16, GT, PREFIXES
 
 logger = logging.getLogger(__name__)
@@ -221,6 +222,10 @@ def _object_key(iri: str) -> str:
 def parse_file(name: str, data: bytes, model: CimModel) -> set[str]:
     """Parse one (checked) CGMES file into `model`; return the CIM namespaces it uses."""
     namespaces: set[str | None] = set()
+    try:
+        limits.check_depth(data, ox.RdfFormat.RDF_XML)  # deep nesting is refused before the native parser sees it
+    except OntologyError as exc:
+        raise ConversionError(f"{name}: {exc.message}", node=name) from exc
     try:
         for quad in ox.parse(data, format=ox.RdfFormat.RDF_XML, base_iri=BASE_IRI, without_named_graphs=True):
             prop, ns = local_name(quad.predicate.value)
