@@ -92,6 +92,33 @@ def admin_credential(request) -> str:
     return f"admin:{request.user.pk}"
 
 
+class StewardedAdmin(admin.ModelAdmin):
+    """The stewards' row rule, once: a superuser sees every row; any other user the rows whose `party_fields` (foreign
+    keys to participants) name a participant it stewards. Module access and adding need stewarding someone."""
+
+    party_fields: tuple[str, ...] = ()
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request)
+        if is_superuser(request):
+            return rows
+        mine = list(stewarded(request))
+        parties = Q(pk__in=[])
+        for name in self.party_fields:
+            parties |= Q(**{f"{name}_id__in": mine})
+        return rows.filter(parties)
+
+    def has_module_permission(self, request):
+        return is_superuser(request) or bool(stewarded(request))
+
+    def has_view_permission(self, request, obj=None):
+        mine = stewarded(request)
+        return is_superuser(request) or (bool(mine) and (obj is None or any(getattr(obj, f"{n}_id") in mine for n in self.party_fields)))
+
+    def has_add_permission(self, request):
+        return is_superuser(request) or bool(stewarded(request))
+
+
 # --- what an agreement grants, in one line ----------------------------------------------------------
 
 RESOLUTION_WORDS = {"raw": "at raw resolution", "15min": "at 15-minute resolution", "hour": "hourly", "day": "daily"}
@@ -263,8 +290,10 @@ def _lifecycle_action(step: str, description: str, done: str):
 
 
 @admin.register(Agreement)
-class AgreementAdmin(admin.ModelAdmin):
+class AgreementAdmin(StewardedAdmin):
     """Agreements of the steward's participants: terms edited while a draft, lifecycle steps as actions."""
+
+    party_fields = ("provider", "consumer")
 
     form = AgreementForm
     list_display = ["provider", "consumer", "purpose", "status", "version", "validity"]
@@ -282,23 +311,9 @@ class AgreementAdmin(admin.ModelAdmin):
     change_form_template = "admin/sharing/agreement/change_form.html"
 
     def get_queryset(self, request):
-        rows = super().get_queryset(request).select_related("provider", "consumer", "previous")
-        if is_superuser(request):
-            return rows
-        mine = list(stewarded(request))
-        return rows.filter(Q(provider_id__in=mine) | Q(consumer_id__in=mine))
+        return super().get_queryset(request).select_related("provider", "consumer", "previous")
 
-    # permissions: the steward relation (module docstring)
-    def has_module_permission(self, request):
-        return is_superuser(request) or bool(stewarded(request))
-
-    def has_view_permission(self, request, obj=None):
-        mine = stewarded(request)
-        return is_superuser(request) or (bool(mine) and (obj is None or obj.provider_id in mine or obj.consumer_id in mine))
-
-    def has_add_permission(self, request):
-        return is_superuser(request) or bool(stewarded(request))
-
+    # permissions: the steward relation (module docstring, StewardedAdmin)
     def has_change_permission(self, request, obj=None):
         mine = stewarded(request)
         return is_superuser(request) or (bool(mine) and (obj is None or obj.provider_id in mine))
@@ -501,7 +516,7 @@ class ApiClientIssueForm(forms.ModelForm):
 
 
 @admin.register(ApiClient)
-class ApiClientAdmin(admin.ModelAdmin):
+class ApiClientAdmin(StewardedAdmin):
     """OAuth2 clients of the steward's participants: issued here (the secret is shown once), rotated and revoked by actions."""
 
     list_display = ["name", "participant", "scopes", "created_at", "expires_at", "revoked_at"]
@@ -510,24 +525,14 @@ class ApiClientAdmin(admin.ModelAdmin):
     search_fields = ["application__name", "application__client_id"]
     actions = ["rotate_secret", "revoke"]
     ISSUED = ["name", "client_id", "participant", "scopes", "created_at", "expires_at", "revoked_at"]
+    party_fields = ("participant",)
 
     def get_queryset(self, request):
-        rows = super().get_queryset(request).select_related("application", "participant")
-        return rows if is_superuser(request) else rows.filter(participant_id__in=list(stewarded(request)))
-
-    def has_module_permission(self, request):
-        return is_superuser(request) or bool(stewarded(request))
-
-    def has_view_permission(self, request, obj=None):
-        mine = stewarded(request)
-        return is_superuser(request) or (bool(mine) and (obj is None or obj.participant_id in mine))
+        return super().get_queryset(request).select_related("application", "participant")
 
     def has_change_permission(self, request, obj=None):
         """Rotate and revoke (actions) need it; a client itself is only viewed, as nothing is editable once issued."""
         return obj is None and self.has_view_permission(request)
-
-    def has_add_permission(self, request):
-        return is_superuser(request) or bool(stewarded(request))
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -996,7 +1001,7 @@ REQUEST_FIELDSETS = [
 
 
 @admin.register(AccessRequest)
-class AccessRequestAdmin(admin.ModelAdmin):
+class AccessRequestAdmin(StewardedAdmin):
     """The steward's inbox: requests made to its participants (reviewed here) and, read-only, those its participants made.
 
     A request is read-only; approving, rejecting and counter-offering go through `sharing.access_requests` with the
@@ -1014,22 +1019,12 @@ class AccessRequestAdmin(admin.ModelAdmin):
     readonly_fields = [name for _, options in REQUEST_FIELDSETS for name in options["fields"]]
     actions = ["approve", "approve_as_offer", "reject", "counter_offer", "preview_access"]
     change_form_template = "admin/sharing/accessrequest/change_form.html"
+    party_fields = ("provider", "consumer")
 
     def get_queryset(self, request):
-        rows = super().get_queryset(request).select_related("consumer", "provider", "offer__grid", "agreement", "decided_by")
-        if is_superuser(request):
-            return rows
-        mine = list(stewarded(request))
-        return rows.filter(Q(provider_id__in=mine) | Q(consumer_id__in=mine))
+        return super().get_queryset(request).select_related("consumer", "provider", "offer__grid", "agreement", "decided_by")
 
-    # permissions: the steward relation (module docstring)
-    def has_module_permission(self, request):
-        return is_superuser(request) or bool(stewarded(request))
-
-    def has_view_permission(self, request, obj=None):
-        mine = stewarded(request)
-        return is_superuser(request) or (bool(mine) and (obj is None or obj.provider_id in mine or obj.consumer_id in mine))
-
+    # permissions: the steward relation (module docstring, StewardedAdmin)
     def has_change_permission(self, request, obj=None):
         """The review actions need it; a request itself is never edited, so its page is read-only."""
         return obj is None and self.has_view_permission(request)
@@ -1277,7 +1272,7 @@ OFFER_STATE = ["uid", "published", "created_at", "datasets", "requests_made"]
 
 
 @admin.register(DatasetOffer)
-class DatasetOfferAdmin(admin.ModelAdmin):
+class DatasetOfferAdmin(StewardedAdmin):
     """Offers of the steward's participants' grids: created and edited here, published and unpublished by actions.
 
     An offer that was requested is never deleted (requests point at it): unpublish it instead. Publishing commits the
@@ -1289,26 +1284,16 @@ class DatasetOfferAdmin(admin.ModelAdmin):
     list_select_related = ["provider", "grid"]
     search_fields = ["title", "uid", "grid__name"]
     actions = ["publish", "unpublish"]
+    party_fields = ("provider",)
 
     def get_queryset(self, request):
-        rows = super().get_queryset(request).select_related("provider", "grid").annotate(requests_total=Count("requests"))
-        return rows if is_superuser(request) else rows.filter(provider_id__in=list(stewarded(request)))
-
-    def has_module_permission(self, request):
-        return is_superuser(request) or bool(stewarded(request))
-
-    def has_view_permission(self, request, obj=None):
-        mine = stewarded(request)
-        return is_superuser(request) or (bool(mine) and (obj is None or obj.provider_id in mine))
+        return super().get_queryset(request).select_related("provider", "grid").annotate(requests_total=Count("requests"))
 
     def has_change_permission(self, request, obj=None):
         """A published offer commits its provider: only the provider's steward changes it (a superuser drafts unpublished ones)."""
         if obj is not None and obj.published and obj.provider_id not in stewarded(request):
             return False
         return self.has_view_permission(request, obj)
-
-    def has_add_permission(self, request):
-        return is_superuser(request) or bool(stewarded(request))
 
     def has_delete_permission(self, request, obj=None):
         """Only an offer nobody requested, from its own page (no bulk delete): requested offers are unpublished instead."""
