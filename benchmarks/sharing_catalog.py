@@ -21,12 +21,9 @@ dropped again at the end (`--keep` keeps it).
 """
 
 import argparse
-import os
-import statistics
 import time
-from urllib.parse import urlparse
 
-from _setup import DEFAULT_URL, setup_django
+from _setup import run_on_private_database, summary_ms
 
 PROVIDERS = 5
 GRIDS_PER_PROVIDER = 10
@@ -39,24 +36,10 @@ OFFERS_SHOWN = OFFERS_HIDDEN = 20
 AWAITING = 5
 
 
-def private_url() -> str:
-    """BENCH_DATABASE_URL with `_catalog` appended to the database name (unless it already ends so)."""
-    parsed = urlparse(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
-    name = parsed.path.lstrip("/")
-    return parsed._replace(path=f"/{name if name.endswith('_catalog') else name + '_catalog'}").geturl()
 
 
-def drop_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    with psycopg.connect(parsed._replace(path="/postgres").geturl(), autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{parsed.path.lstrip("/")}" WITH (FORCE)')
 
 
-def summary_ms(times: list[float]) -> tuple[float, float]:
-    """Median and p95 (inclusive quantiles) of timings in ms."""
-    return statistics.median(times), statistics.quantiles(times, n=100, method="inclusive")[94]
 
 
 def timed(fn, repeat: int, warmup: int = 3) -> list[float]:
@@ -76,22 +59,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="timed calls per path (≥ 20)")
     parser.add_argument("--keep", action="store_true", help="keep the private database at the end")
     args = parser.parse_args()
-    url = private_url()
-    os.environ["BENCH_DATABASE_URL"] = url
-    os.environ["DEBUG"] = "0"  # DEBUG keeps every query's SQL in memory: not what a deployment measures
-    os.environ["CELERY_BROKER_URL"] = ""
-    started = time.perf_counter()
-    drop_database(url)
-    setup_django()
-    print(f"database {urlparse(url).path.lstrip('/')} created and migrated in {time.perf_counter() - started:.1f} s")
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if not args.keep:
-            drop_database(url)
+    run_on_private_database("catalog", run, args, keep=args.keep)
 
 
 def hub_create():

@@ -25,16 +25,14 @@ and dropped again at the end (`--keep` keeps it).
 
 import argparse
 import cProfile
-import os
 import pstats
 import re
 import statistics
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
 
-from _setup import DEFAULT_URL, setup_django
+from _setup import run_on_private_database, summary_ms
 
 FEEDERS = 10
 METERS_PER_FEEDER = 100
@@ -47,24 +45,10 @@ GOAL_RATIO = 1.25
 TIME_ZONE = "Europe/Berlin"  # the shared view buckets in the grid's local time; the operator view in UTC hours
 
 
-def private_url() -> str:
-    """BENCH_DATABASE_URL with `_sharing` appended to the database name (unless it already ends so)."""
-    parsed = urlparse(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
-    name = parsed.path.lstrip("/")
-    return parsed._replace(path=f"/{name if name.endswith('_sharing') else name + '_sharing'}").geturl()
 
 
-def drop_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    with psycopg.connect(parsed._replace(path="/postgres").geturl(), autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{parsed.path.lstrip("/")}" WITH (FORCE)')
 
 
-def summary_ms(times: list[float]) -> tuple[float, float]:
-    """Median and p95 (inclusive quantiles) of timings in ms."""
-    return statistics.median(times), statistics.quantiles(times, n=100, method="inclusive")[94]
 
 
 def median_call_ms(fn, repeat: int) -> float:
@@ -117,22 +101,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also print cProfile hotspots of both reads")
     parser.add_argument("--keep", action="store_true", help="keep the private database at the end")
     args = parser.parse_args()
-    url = private_url()
-    os.environ["BENCH_DATABASE_URL"] = url
-    os.environ["DEBUG"] = "0"  # DEBUG keeps every query's SQL in memory: not what a deployment measures
-    os.environ["CELERY_BROKER_URL"] = ""  # ingest tasks run in process (the embedded path), whatever the shell says
-    started = time.perf_counter()
-    drop_database(url)
-    setup_django()
-    print(f"database {urlparse(url).path.lstrip('/')} created and migrated in {time.perf_counter() - started:.1f} s")
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if not args.keep:
-            drop_database(url)
+    run_on_private_database("sharing", run, args, keep=args.keep)
 
 
 def run(args) -> None:

@@ -28,26 +28,14 @@ import os
 import statistics
 import time
 from collections import defaultdict
-from urllib.parse import urlparse
 
-from _setup import DEFAULT_URL, setup_django
+from _setup import run_on_private_database, summary_ms
 
 ADJACENT = "gt:from_bus|gt:to_bus"
 
 
-def private_url() -> str:
-    """BENCH_DATABASE_URL with `_sparql` appended to the database name (unless it already ends so)."""
-    parsed = urlparse(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
-    name = parsed.path.lstrip("/")
-    return parsed._replace(path=f"/{name if name.endswith('_sparql') else name + '_sparql'}").geturl()
 
 
-def drop_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    with psycopg.connect(parsed._replace(path="/postgres").geturl(), autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{parsed.path.lstrip("/")}" WITH (FORCE)')
 
 
 def timings_ms(fn, repeat: int) -> list[float]:
@@ -59,8 +47,6 @@ def timings_ms(fn, repeat: int) -> list[float]:
     return times
 
 
-def p50_p95(times: list[float]) -> tuple[float, float]:
-    return statistics.median(times), statistics.quantiles(times, n=100, method="inclusive")[94]
 
 
 def two_hop_query(start: str) -> str:
@@ -100,22 +86,7 @@ def main() -> None:
     parser.add_argument("--code", default="1-MVLV-urban-all-0-sw", help="SimBench grid")
     parser.add_argument("--keep", action="store_true", help="keep the private database at the end")
     args = parser.parse_args()
-    url = private_url()
-    os.environ["BENCH_DATABASE_URL"] = url
-    os.environ["DEBUG"] = "0"  # DEBUG keeps every query's SQL in memory: not what a deployment measures
-    os.environ["CELERY_BROKER_URL"] = ""
-    started = time.perf_counter()
-    drop_database(url)
-    setup_django()
-    print(f"database {urlparse(url).path.lstrip('/')} created and migrated in {time.perf_counter() - started:.1f} s")
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if not args.keep:
-            drop_database(url)
+    run_on_private_database("sparql", run, args, keep=args.keep)
 
 
 def run(args) -> None:
@@ -275,24 +246,24 @@ def run(args) -> None:
           f"Oxigraph in {load_s:.2f} s); whole twin view {len(whole_view)} triples")
 
     cold_ms = statistics.median(cold)
-    warm_p50, warm_p95 = p50_p95(warm)
-    export_p50, _ = p50_p95(plain_export)
-    view_p50, _ = p50_p95(plain_view)
-    inside_p50, _ = p50_p95(inside)
-    fork_p50, fork_p95 = p50_p95(evaluator)
+    warm_p50, warm_p95 = summary_ms(warm)
+    export_p50, _ = summary_ms(plain_export)
+    view_p50, _ = summary_ms(plain_view)
+    inside_p50, _ = summary_ms(inside)
+    fork_p50, fork_p95 = summary_ms(evaluator)
     rest = warm_p50 - inside_p50 - fork_p50 - statistics.median(fingerprints) - statistics.median(decides)
     print(f"two-hop query, ms{'':<70}p50        p95   (cold: median of {args.cold})")
     for label, p50, p95 in (
             ("endpoint, cold: first query after an agreement change (builds the graph)", cold_ms, max(cold)),
             (f"endpoint, warm, over {args.repeat} queries", warm_p50, warm_p95),
-            ("  of which the query itself on the permitted store, in process", inside_p50, p50_p95(inside)[1]),
+            ("  of which the query itself on the permitted store, in process", inside_p50, summary_ms(inside)[1]),
             (f"  of which one forked evaluation's fixed cost (fork, pipe, reap; {resident_mb:.0f} MB resident)", fork_p50, fork_p95),
-            (f"  of which the data fingerprint (one SQL statement over {fingerprinted_rows} rows)", *p50_p95(fingerprints)),
-            ("  the guard: rdflib parse + algebra walk, once per distinct text (not in warm)", *p50_p95(parses)),
-            ("  of which the decision (decide, 'shared.sparql')", *p50_p95(decides)),
+            (f"  of which the data fingerprint (one SQL statement over {fingerprinted_rows} rows)", *summary_ms(fingerprints)),
+            ("  the guard: rdflib parse + algebra walk, once per distinct text (not in warm)", *summary_ms(parses)),
+            ("  of which the decision (decide, 'shared.sparql')", *summary_ms(decides)),
             ("  the rest: authentication, DRF, serialising, audit write, response", rest, rest),
-            ("plain Oxigraph, whole grid export (CIM terms), in process", export_p50, p50_p95(plain_export)[1]),
-            ("plain Oxigraph, whole twin view (same query text), in process", view_p50, p50_p95(plain_view)[1])):
+            ("plain Oxigraph, whole grid export (CIM terms), in process", export_p50, summary_ms(plain_export)[1]),
+            ("plain Oxigraph, whole twin view (same query text), in process", view_p50, summary_ms(plain_view)[1])):
         print(f"  {label:<84}{p50:9.2f}{p95:11.2f}")
     plain_cold = 1000 * load_s + export_p50
     print(f"  ratios: warm endpoint / plain export {warm_p50 / export_p50:.1f}×, / plain whole view {warm_p50 / view_p50:.1f}×; "
