@@ -104,7 +104,7 @@ def request_terms(req: AccessRequest, changes: dict | None = None) -> dict:
     keys = [parse_dataset_id(text) for text in req.datasets]
     feeder_ids = sorted({key.feeder_id for key in keys if key.feeder_id is not None})
     feeder_iris = sorted(offer.grid.feeders.filter(pk__in=feeder_ids).values_list("iri", flat=True)) if feeder_ids else []
-    categories = [c for c in dict.fromkeys(key.category for key in keys)]
+    categories = list(dict.fromkeys(key.category for key in keys))
     terms = {"consumer": req.consumer, "purpose": req.purpose, "valid_from": req.valid_from, "valid_until": req.valid_until,
              "grid_iris": [offer.grid.iri], "feeder_iris": feeder_iris, "asset_types": [], "asset_iris": [], "categories": categories,
              "dropped_fields": list(offer.dropped_fields), "data_start": None, "data_end": None, "resolution": req.resolution,
@@ -148,6 +148,17 @@ def _decided(req: AccessRequest, status: str, user) -> None:
     req.decided_by = user if getattr(user, "pk", None) else None
 
 
+def _answered(req: AccessRequest, status: str) -> None:
+    req.status, req.answered_at = status, timezone.now()
+
+
+def _saved(req: AccessRequest, *, actor: Participant, step: str, credential: str, details: dict | None = None) -> AccessRequest:
+    """Store the step's outcome and audit it."""
+    req.save()
+    _audit(req, actor=actor, step=step, credential=credential, details=details)
+    return req
+
+
 @transaction.atomic
 def request_approve(*, req: AccessRequest, actor: Participant, user=None, activate: bool = True, credential: str = "") -> AccessRequest:
     """Grant the request as asked: an agreement put in force now (`activate`), or offered for the consumer to accept."""
@@ -159,9 +170,7 @@ def request_approve(*, req: AccessRequest, actor: Participant, user=None, activa
                                                   credential=credential)
     req.agreement = agreement
     _decided(req, Status.APPROVED if activate else Status.OFFERED, user)
-    req.save()
-    _audit(req, actor=actor, step="approve", credential=credential)
-    return req
+    return _saved(req, actor=actor, step="approve", credential=credential)
 
 
 @transaction.atomic
@@ -178,9 +187,7 @@ def request_counter(*, req: AccessRequest, actor: Participant, changes: dict, re
     req.counter_terms = {name: value.isoformat() if isinstance(value, datetime) else value for name, value in changes.items()}
     req.reason = reason[:500]
     _decided(req, Status.COUNTERED, user)
-    req.save()
-    _audit(req, actor=actor, step="counter", credential=credential, details={"changed": sorted(changes)})
-    return req
+    return _saved(req, actor=actor, step="counter", credential=credential, details={"changed": sorted(changes)})
 
 
 @transaction.atomic
@@ -192,9 +199,7 @@ def request_reject(*, req: AccessRequest, actor: Participant, reason: str, user=
     req = _locked(req, (Status.PENDING,), "rejected")
     req.reason = reason[:500]
     _decided(req, Status.REJECTED, user)
-    req.save()
-    _audit(req, actor=actor, step="reject", credential=credential)
-    return req
+    return _saved(req, actor=actor, step="reject", credential=credential)
 
 
 @transaction.atomic
@@ -204,10 +209,8 @@ def request_accept(*, req: AccessRequest, actor: Participant, credential: str = 
     req = _locked(req, AWAITING_CONSUMER, "accepted")
     req.agreement = services.agreement_transition(agreement=req.agreement, step="activate", actor=req.provider, user=req.decided_by,
                                                   credential=credential)
-    req.status, req.answered_at = Status.APPROVED, timezone.now()
-    req.save()
-    _audit(req, actor=actor, step="accept", credential=credential)
-    return req
+    _answered(req, Status.APPROVED)
+    return _saved(req, actor=actor, step="accept", credential=credential)
 
 
 @transaction.atomic
@@ -218,10 +221,8 @@ def request_decline(*, req: AccessRequest, actor: Participant, reason: str = "",
     why = f"declined by the consumer{': ' + reason if reason else ''}"
     req.agreement = services.agreement_transition(agreement=req.agreement, step="revoke", actor=req.provider, reason=why,
                                                   credential=credential)
-    req.status, req.answered_at = Status.DECLINED, timezone.now()
-    req.save()
-    _audit(req, actor=actor, step="decline", credential=credential)
-    return req
+    _answered(req, Status.DECLINED)
+    return _saved(req, actor=actor, step="decline", credential=credential)
 
 
 @transaction.atomic
@@ -232,7 +233,5 @@ def request_withdraw(*, req: AccessRequest, actor: Participant, credential: str 
     if req.agreement_id:
         req.agreement = services.agreement_transition(agreement=req.agreement, step="revoke", actor=req.provider,
                                                       reason="request withdrawn by the consumer", credential=credential)
-    req.status, req.answered_at = Status.WITHDRAWN, timezone.now()
-    req.save()
-    _audit(req, actor=actor, step="withdraw", credential=credential)
-    return req
+    _answered(req, Status.WITHDRAWN)
+    return _saved(req, actor=actor, step="withdraw", credential=credential)
