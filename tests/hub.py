@@ -52,6 +52,15 @@ def participant_create(name: str, roles: list[str]) -> twin.Participant:
     return twin.Participant.objects.create(iri=f"https://gridtwin.example/id/participant/{slug}", name=name, roles=roles)
 
 
+def staff_user(username: str, *, stewards=(), superuser: bool = False):
+    """A staff user (admin login), member and steward of `stewards`."""
+    user = get_user_model().objects.create_user(username, password=f"pw-{username}-1", is_staff=True, is_superuser=superuser)
+    for participant in stewards:
+        participant.members.add(user)
+        participant.stewards.add(user)
+    return user
+
+
 def user_client(participant: twin.Participant, username: str, *, steward: bool = False) -> APIClient:
     """An API client authenticated by a user token of a member (and steward, when asked) of `participant`."""
     user = get_user_model().objects.create_user(username, password=f"pw-{username}-1")

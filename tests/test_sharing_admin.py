@@ -21,7 +21,7 @@ from sharing import services
 from sharing.admin import TERM_FIELDSETS, agreement_summary
 from sharing.models import Agreement, ApiClient, AuditEntry
 from sharing.oauth import api_client_issue
-from tests.hub import PURPOSE, agreement_in_state, agreement_terms, participant_create
+from tests.hub import PURPOSE, agreement_in_state, agreement_terms, participant_create, staff_user
 from twin.models import Credential, Participant
 
 pytestmark = pytest.mark.django_db
@@ -39,14 +39,6 @@ class Hub:
     agreements: dict[str, Agreement]
     browsers: dict[str, Client] = field(default_factory=dict)
     users: dict[str, object] = field(default_factory=dict)
-
-
-def staff_user(username: str, *, stewards=(), superuser: bool = False):
-    user = get_user_model().objects.create_user(username, password=f"pw-{username}-1", is_staff=True, is_superuser=superuser)
-    for participant in stewards:
-        participant.members.add(user)
-        participant.stewards.add(user)
-    return user
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
 from django.core.serializers.json import DjangoJSONEncoder
 from django.test import Client
@@ -26,11 +25,12 @@ from ingest.testing import metered_grid_create
 from sharing import services
 from sharing.access_requests import COUNTERABLE_TERMS, request_accept, request_create, request_preview_agreement, request_terms
 from sharing.admin import CounterOfferForm, agreement_summary
+from sharing.api.urls import SHARED_ASSET_ROUTES
 from sharing.datasets import DatasetKey
 from sharing.models import AccessRequest, Agreement, AuditEntry, DataCategory, DatasetOffer
 from sharing.preview import ASSET_LABELS, access_preview
 from sharing.scope import MODEL_OF_TYPE
-from tests.hub import PURPOSE, START, HubWorld, hub_world_create, offer_create, participant_create
+from tests.hub import PURPOSE, START, HubWorld, hub_world_create, offer_create, participant_create, staff_user
 from twin import models as twin
 
 pytestmark = pytest.mark.django_db
@@ -38,9 +38,7 @@ pytestmark = pytest.mark.django_db
 INBOX = reverse("admin:sharing_accessrequest_changelist")
 OFFERS = reverse("admin:sharing_datasetoffer_changelist")
 AUDIT = reverse("admin:sharing_auditentry_changelist")
-SHARED_ROUTES = {"bus": "buses", "external_grid": "external-grids", "line": "lines", "transformer": "transformers", "switch": "switches",
-                 "load": "loads", "static_generator": "static-generators", "storage": "storages", "ev_charger": "ev-chargers",
-                 "meter": "meters"}
+SHARED_ROUTES = {type_name: route for route, type_name in SHARED_ASSET_ROUTES.items()}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -53,14 +51,6 @@ class Bench:
     participants: dict[str, twin.Participant] = field(default_factory=dict)
     users: dict[str, object] = field(default_factory=dict)
     browsers: dict[str, Client] = field(default_factory=dict)
-
-
-def staff_user(username: str, *, stewards=(), superuser: bool = False):
-    user = get_user_model().objects.create_user(username, password=f"pw-{username}-1", is_staff=True, is_superuser=superuser)
-    for participant in stewards:
-        participant.members.add(user)
-        participant.stewards.add(user)
-    return user
 
 
 def datasets_of(world: HubWorld, feeder_indexes: list[int], categories: list[str]) -> list[str]:
