@@ -80,6 +80,16 @@ DROPPABLE_FIELDS = {
 PROHIBITIONS = ["distribute", "sell", "reidentify"]
 
 
+def choice_list_errors(instance, allowed_by_field: dict[str, list[str]]) -> dict[str, str]:
+    """Field → error for each JSON list field of `instance` that is not a list of its allowed values."""
+    errors = {}
+    for name, allowed in allowed_by_field.items():
+        values = getattr(instance, name)
+        if not isinstance(values, list) or any(v not in allowed for v in values):
+            errors[name] = f"a list of {', '.join(allowed)}"
+    return errors
+
+
 class Agreement(models.Model):
     """A data-sharing agreement: an ODRL 2.2 `odrl:Agreement` from a provider (assigner) to a consumer (assignee).
 
@@ -159,11 +169,8 @@ class Agreement(models.Model):
             errors["valid_until"] = "must be after valid_from"
         if self.provider_id and self.provider_id == self.consumer_id:
             errors["consumer"] = "the consumer must differ from the provider"
-        for name, allowed in (("categories", DataCategory.values), ("asset_types", ASSET_TYPES), ("dropped_fields", list(DROPPABLE_FIELDS)),
-                              ("prohibitions", PROHIBITIONS)):
-            values = getattr(self, name)
-            if not isinstance(values, list) or any(v not in allowed for v in values):
-                errors[name] = f"a list of {', '.join(allowed)}"
+        errors.update(choice_list_errors(self, {"categories": DataCategory.values, "asset_types": ASSET_TYPES,
+                                                "dropped_fields": list(DROPPABLE_FIELDS), "prohibitions": PROHIBITIONS}))
         for name in ("grid_iris", "feeder_iris", "asset_iris"):
             values = getattr(self, name)
             if not isinstance(values, list) or any(not isinstance(v, str) or not v or len(v) > 500 or "\x00" in v for v in values):
@@ -279,12 +286,9 @@ class DatasetOffer(models.Model):
 
     def clean(self) -> None:
         """The offer's own rules: its lists hold known values, its grid and feeders are the provider's."""
-        errors = {}
-        for name, allowed in (("categories", DataCategory.values), ("purposes", Purpose.values), ("dropped_fields", list(DROPPABLE_FIELDS)),
-                              ("prohibitions", PROHIBITIONS), ("audience", Participant.Role.values)):
-            values = getattr(self, name)
-            if not isinstance(values, list) or any(v not in allowed for v in values):
-                errors[name] = f"a list of {', '.join(allowed)}"
+        errors = choice_list_errors(self, {"categories": DataCategory.values, "purposes": Purpose.values,
+                                           "dropped_fields": list(DROPPABLE_FIELDS), "prohibitions": PROHIBITIONS,
+                                           "audience": Participant.Role.values})
         for name in ("categories", "purposes"):
             if isinstance(getattr(self, name), list) and not getattr(self, name):
                 errors[name] = "name at least one"
