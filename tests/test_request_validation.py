@@ -149,6 +149,7 @@ def test_bad_times_and_fields_of_a_run_are_400(operator, grid, body):
                                  '{"grid": 1, "at": NaN}', "{"])
 def test_deep_or_broken_json_is_a_400(operator, grid, raw):
     refused(operator.post(RUNS, raw, content_type="application/json"), 400, "invalid_json")
+    assert not Run.objects.exists()
 
 
 def test_a_value_the_asset_cannot_take_is_a_422_and_a_sound_scenario_is_queued(operator, grid):

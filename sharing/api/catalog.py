@@ -14,13 +14,14 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 
 from sharing import catalog
 from sharing.api.base import PolicyViewSet
 from sharing.api.rows import negotiated_format
 from sharing.datasets import parse_dataset_id
 from sharing.models import DataCategory
+from twin.api.serializers import QuerySerializer
 from twin.api.views import RdfNegotiationMixin
 
 NOT_IN_CATALOG = "no such dataset"
@@ -32,7 +33,7 @@ PAGE_PARAMETERS = [OpenApiParameter("limit", int, description="Datasets per page
                    OpenApiParameter("offset", int, description="Datasets to skip.")]
 
 
-class CatalogQuery(serializers.Serializer):
+class CatalogQuery(QuerySerializer):
     """The catalog's filter (`sharing.catalog.CatalogFilter`): every given term must hold."""
 
     category = serializers.ChoiceField(choices=DataCategory.values, required=False, help_text="Only datasets of this data category.")
@@ -43,8 +44,10 @@ class CatalogQuery(serializers.Serializer):
                                       help_text="true: datasets an agreement in force grants; false: those you may only request.")
     q = serializers.CharField(max_length=200, required=False, help_text="Only datasets whose title contains this text (any case).")
 
-    def filter(self) -> catalog.CatalogFilter:
-        terms = self.validated_data
+    @classmethod
+    def filter_of(cls, request) -> catalog.CatalogFilter:
+        """The request's catalog filter; an invalid value is 400 `invalid_filter` (QuerySerializer)."""
+        terms = cls.of(request)
         granted = terms.get("granted")
         return catalog.CatalogFilter(category=terms.get("category"), provider=terms.get("provider"), grid=terms.get("grid"),
                                      feeder=terms.get("feeder"), granted=None if granted is None else granted == "true",
@@ -76,12 +79,8 @@ class CatalogViewSet(RdfNegotiationMixin, PolicyViewSet):
     @extend_schema(operation_id="v1_shared_catalog_list", parameters=[CatalogQuery, *PAGE_PARAMETERS], responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
         """Your catalog: the datasets your agreements in force grant and those of offers shown to you, paginated."""
-        query = CatalogQuery(data=request.query_params)
-        if not query.is_valid():
-            raise ValidationError({"reason": "invalid_filter", "message": "a filter of the catalog has a value it does not take",
-                                   **query.errors})
+        wanted = CatalogQuery.filter_of(request)
         participant = self.principal.participant
-        wanted = query.filter()
         entries = [e for e in catalog.consumer_catalog(participant) if wanted.admits(e)]
         page = self.paginate_queryset(entries)
         meta = {"count": self.paginator.count, "limit": self.paginator.limit, "offset": self.paginator.offset,

@@ -27,6 +27,7 @@ from sharing.models import RESOLUTION_ORDER, Purpose, Resolution
 from sharing.rows import asset_rows, hosting_results, hosting_rows, redact, run_rows, topology_rows, violation_rows
 from sharing.scope import MODEL_OF_TYPE
 from twin import models as twin
+from twin.api.serializers import QuerySerializer
 from twin.api.views import RdfNegotiationMixin
 from twin.models import QUANTITIES
 
@@ -111,7 +112,7 @@ class SharedTopologyViewSet(SharedViewSet):
         return self.respond({"count": len(rows), "results": rows}, len(rows))
 
 
-class SharedTelemetryQuery(serializers.Serializer):
+class SharedTelemetryQuery(QuerySerializer):
     """Query parameters of GET /shared/telemetry."""
 
     quantity = serializers.ChoiceField(choices=sorted(QUANTITIES))
@@ -133,9 +134,7 @@ class SharedTelemetryViewSet(SharedViewSet):
 
     @extend_schema(parameters=[*SHARED_PARAMETERS, FEEDER_PARAMETER, SharedTelemetryQuery], responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        query = SharedTelemetryQuery(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params, obligations = query.validated_data, self.decision.obligations
+        params, obligations = SharedTelemetryQuery.of(request), self.decision.obligations
         resolution = params.get("resolution") or obligations.resolution
         if RESOLUTION_ORDER.index(resolution) < RESOLUTION_ORDER.index(obligations.resolution):
             raise PermissionDenied({"reason": "resolution_not_granted",
