@@ -23,6 +23,10 @@ from sharing.rows import BRANCH_ENDS, asset_rows, hosting_results, hosting_rows,
 from sharing.scope import MODEL_OF_TYPE
 from twin import models as twin
 
+# The shared view each category but asset metadata is previewed through: resource and model of its decision.
+CATEGORY_VIEWS = {DataCategory.TOPOLOGY: ("shared.topology", twin.Bus), DataCategory.TELEMETRY: ("shared.telemetry", None),
+                  DataCategory.LOADFLOW_RESULTS: ("shared.run", None), DataCategory.VIOLATIONS: ("shared.violation", None),
+                  DataCategory.HOSTING_CAPACITY: ("shared.hosting", None)}
 # What each asset type is called in the preview, plural (the views' routes: /api/v1/shared/buses, …/switches …).
 ASSET_LABELS = {"bus": "buses", "external_grid": "external grids", "line": "lines", "transformer": "transformers", "switch": "switches",
                 "load": "loads", "static_generator": "static generators", "storage": "storage units", "ev_charger": "EV chargers",
@@ -98,6 +102,17 @@ class _Previewer:
     def redacted(self, rows: list[dict]) -> list[dict]:
         return redact(rows, self.drop)
 
+    def category(self, category: str, label: str) -> CategoryPreview:
+        """One granted category: decided (and audited when denied) here; counted and sampled by the method named after it."""
+        if category == DataCategory.ASSET_METADATA:
+            return self.asset_metadata(label)  # one decision per asset type
+        resource, model = CATEGORY_VIEWS[category]
+        decision = self.decide(resource, model)
+        if not decision.allowed:
+            self.audit(resource, decision, 0)
+            return self.denied(category, label, decision)
+        return getattr(self, category)(label, decision)
+
     def denied(self, category: str, label: str, decision: Decision) -> CategoryPreview:
         return CategoryPreview(category=category, label=label, rule=decision.rule, allowed=False,
                                notes=[decision.message or decision.reason])
@@ -120,11 +135,7 @@ class _Previewer:
                 found.samples.append(Sample(title=ASSET_LABELS[type_name], count=count, rows=rows))
         return found
 
-    def topology(self, label: str) -> CategoryPreview:
-        decision = self.decide("shared.topology", twin.Bus)
-        if not decision.allowed:
-            self.audit("shared.topology", decision, 0)
-            return self.denied(DataCategory.TOPOLOGY, label, decision)
+    def topology(self, label: str, decision: Decision) -> CategoryPreview:
         rows = topology_rows(decision.agreement)
         counts = [("buses", sum(1 for row in rows if row["type"] == "bus"))]
         for model in BRANCH_ENDS:
@@ -135,11 +146,7 @@ class _Previewer:
         return CategoryPreview(category=DataCategory.TOPOLOGY, label=label, rule=decision.rule, allowed=True, count=len(rows),
                                counts=counts, samples=[sample])
 
-    def telemetry(self, label: str) -> CategoryPreview:
-        decision = self.decide("shared.telemetry")
-        if not decision.allowed:
-            self.audit("shared.telemetry", decision, 0)
-            return self.denied(DataCategory.TELEMETRY, label, decision)
+    def telemetry(self, label: str, decision: Decision) -> CategoryPreview:
         meters, obligations = decision.queryset, decision.obligations
         count = meters.count()
         found = CategoryPreview(category=DataCategory.TELEMETRY, label=label, rule=decision.rule, allowed=True, count=count,
@@ -165,11 +172,7 @@ class _Previewer:
         self.audit("shared.telemetry", decision, count)
         return found
 
-    def loadflow_results(self, label: str) -> CategoryPreview:
-        decision = self.decide("shared.run")
-        if not decision.allowed:
-            self.audit("shared.run", decision, 0)
-            return self.denied(DataCategory.LOADFLOW_RESULTS, label, decision)
+    def loadflow_results(self, label: str, decision: Decision) -> CategoryPreview:
         runs = decision.queryset
         count = runs.count()
         rows = run_rows(runs, self.sample_size)
@@ -182,11 +185,7 @@ class _Previewer:
                                f"groups of at least {decision.obligations.min_group_size} buses.")
         return found
 
-    def violations(self, label: str) -> CategoryPreview:
-        decision = self.decide("shared.violation")
-        if not decision.allowed:
-            self.audit("shared.violation", decision, 0)
-            return self.denied(DataCategory.VIOLATIONS, label, decision)
+    def violations(self, label: str, decision: Decision) -> CategoryPreview:
         count = decision.queryset.count()
         rows = violation_rows(decision.queryset, self.sample_size)
         self.audit("shared.violation", decision, count)
@@ -194,11 +193,7 @@ class _Previewer:
                                counts=[("violations on assets in scope", count)],
                                samples=[Sample(title="violations", count=count, rows=self.redacted(rows))])
 
-    def hosting_capacity(self, label: str) -> CategoryPreview:
-        decision = self.decide("shared.hosting")
-        if not decision.allowed:
-            self.audit("shared.hosting", decision, 0)
-            return self.denied(DataCategory.HOSTING_CAPACITY, label, decision)
+    def hosting_capacity(self, label: str, decision: Decision) -> CategoryPreview:
         results, latest = hosting_results(decision.agreement, decision.queryset)
         count = results.count()
         rows = hosting_rows(results, self.sample_size)
@@ -217,11 +212,6 @@ def access_preview(agreement: Agreement, *, steward_participant: twin.Participan
     """
     previewer = _Previewer(agreement, steward_participant, credential, sample_size)
     labels = dict(DataCategory.choices)
-    found = [getattr(previewer, category)(labels[category]) for category in DataCategory.values if category in agreement.categories]
+    found = [previewer.category(category, labels[category]) for category in DataCategory.values if category in agreement.categories]
     return AccessPreview(agreement=agreement, categories=found)
-
-
-def preview_counts(preview: AccessPreview) -> dict[str, int]:
-    """Category → count, for a quick comparison (tests, messages)."""
-    return {c.category: c.count for c in preview.categories}
 
