@@ -1304,7 +1304,8 @@ class DatasetOfferAdmin(StewardedAdmin):
         return OFFER_FIELDSETS if obj is None else [*OFFER_FIELDSETS, ("State", {"fields": OFFER_STATE})]
 
     def get_readonly_fields(self, request, obj=None):
-        return OFFER_STATE if obj is not None else []
+        """Once created, an offer's provider and grid are fixed (requests name its datasets by grid): a new grid is a new offer."""
+        return [*OFFER_STATE, "provider", "grid"] if obj is not None else []
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name in OFFER_CHOICE_LISTS:

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from ingest.testing import metered_grid_create
 from sharing.datasets import DatasetKey, offer_datasets
 from sharing.models import Agreement, AuditEntry, Purpose
 from tests.hub import PURPOSE, START, hub_world_create, offer_create, participant_create
@@ -175,6 +176,9 @@ def test_stewards_publish_offers_through_the_api(world):
 
     made = ask(world, telemetry_of(world, 2), offer=offer["uid"], resolution="15min")
     assert made["http"] == 201 and made["offer"] == offer["uid"]
+    other_grid = metered_grid_create(world.provider, name="lv-elsewhere", feeders=1, meters_per_feeder=1)
+    moved = world.clients["provider_steward"].patch(f"/api/v1/sharing/offers/{offer['id']}", {"grid": other_grid.iri}, format="json")
+    assert moved.status_code == 400 and "fixed" in moved.json()["grid"][0]
     hidden = world.clients["provider_steward"].patch(f"/api/v1/sharing/offers/{offer['id']}", {"published": False}, format="json")
     assert hidden.status_code == 200 and hidden.json()["published"] is False
     again = ask(world, telemetry_of(world, 2), offer=offer["uid"], resolution="15min")

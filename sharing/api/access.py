@@ -187,6 +187,12 @@ class OfferSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError("no such grid")
         return grid
 
+    def validate(self, attrs):
+        """An offer's grid is fixed once created: requests name its datasets by grid (publish a new offer instead)."""
+        if self.instance is not None and "grid" in attrs and attrs["grid"] != self.instance.grid:
+            raise serializers.ValidationError({"grid": "the grid of an offer is fixed: publish a new offer for another grid"})
+        return attrs
+
     def get_datasets(self, offer: DatasetOffer) -> list[str]:
         return [key.id for key in offer_datasets(offer)]
 
