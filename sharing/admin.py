@@ -1086,7 +1086,8 @@ class AccessRequestAdmin(StewardedAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view
         own = [path("<int:object_id>/approve/", view(self.approve_view), name="sharing_accessrequest_approve"),
-               path("<int:object_id>/approve-as-offer/", view(self.approve_as_offer_view), name="sharing_accessrequest_approve_offer"),
+               path("<int:object_id>/approve-as-offer/", view(self.approve_view), {"activate": False},
+                    name="sharing_accessrequest_approve_offer"),
                path("<int:object_id>/reject/", view(self.reject_view), name="sharing_accessrequest_reject"),
                path("<int:object_id>/counter-offer/", view(self.counter_view), name="sharing_accessrequest_counter"),
                path("<int:object_id>/preview/", view(self.preview_view), name="sharing_accessrequest_preview"),
@@ -1136,20 +1137,13 @@ class AccessRequestAdmin(StewardedAdmin):
         self.message_user(request, f"Request {done.pk} of {done.consumer}: rejected.", messages.SUCCESS)
         return True
 
-    def approve_view(self, request, object_id):
+    def approve_view(self, request, object_id, activate: bool = True):
+        """The page's Approve buttons (POST): in force at once, or (`activate=False`) as an offer the consumer accepts."""
         req = _visible(self, request, object_id)
         if req is None:
             return _missing(self, request, object_id)
         if request.method == "POST":
-            self._approve(request, req, activate=True)
-        return self._change_page(req)
-
-    def approve_as_offer_view(self, request, object_id):
-        req = _visible(self, request, object_id)
-        if req is None:
-            return _missing(self, request, object_id)
-        if request.method == "POST":
-            self._approve(request, req, activate=False)
+            self._approve(request, req, activate=activate)
         return self._change_page(req)
 
     def reject_view(self, request, object_id):

@@ -234,6 +234,16 @@ def test_approve_as_an_offer_leaves_it_to_the_consumer(bench):
     assert req.agreement.status == "active"
 
 
+@pytest.mark.parametrize(("url_name", "status"), [("admin:sharing_accessrequest_approve", "approved"),
+                                                  ("admin:sharing_accessrequest_approve_offer", "offered")])
+def test_the_request_pages_approve_buttons_approve_as_they_say(bench, url_name, status):
+    req = bench.request
+    response = bench.browsers["steward_a"].post(reverse(url_name, args=[req.pk]))
+    assert response.status_code in (200, 302)
+    req.refresh_from_db()
+    assert req.status == status and req.agreement.status == ("active" if status == "approved" else "offered")
+
+
 @pytest.mark.parametrize("persona", ["steward_b", "superuser"])
 def test_only_the_providers_steward_decides(bench, persona):
     req = bench.request
