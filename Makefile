@@ -48,6 +48,7 @@ bench: install
 	$(PY) benchmarks/import_validate.py
 	$(PY) benchmarks/cgmes_sv_check.py
 	$(PY) benchmarks/simbench_roundtrip.py
+	$(PY) benchmarks/loadflow_timeseries.py
 	$(PY) benchmarks/ingest_throughput.py
 	$(PY) benchmarks/sharing_read.py
 	$(PY) benchmarks/sharing_catalog.py
