@@ -6,7 +6,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/gridtwin
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 DEMO_GRID ?= 1-LV-rural1--0-sw
 
-.PHONY: install demo test lint browser bench serve worker beat clean
+.PHONY: install demo test lint audit browser fuzz bench load chaos serve worker beat clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ lint: install
 	$(VENV)/bin/lint-imports
 	DATABASE_URL=sqlite://:memory: $(PY) manage.py makemigrations --check --dry-run -v0
 	DATABASE_URL=sqlite://:memory: $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+	$(PY) tests/audit.py deploy bandit
+
+## audit: supply chain and configuration (tests/audit.py): check --deploy with production settings, bandit, and pip-audit over requirements.txt — an unreachable vulnerability database fails the step (NOT checked) unless GRIDTWIN_AUDIT_OFFLINE_OK=1
+audit: install
+	$(PY) tests/audit.py
 
 ## browser: Debian's chromium and chromium-driver for the real-browser tests (tests/browser.py), installed only when missing
 BROWSER_PACKAGES := chromium chromium-driver
@@ -42,17 +47,34 @@ browser:
 		|| { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES); }; \
 	fi
 
+## fuzz: schemathesis over the live OpenAPI schema, every persona, 1,000 examples per operation and phase (tests/test_fuzz_schema.py; summary in var/fuzz-report.json)
+FUZZ_EXAMPLES ?= 1000
+fuzz: install
+	mkdir -p var
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) GRIDTWIN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz_schema.py
+
 ## bench: performance figures with their ratios to the plain approach (see benchmarks/README.md)
 bench: install
 	mkdir -p var
 	$(PY) benchmarks/import_validate.py
 	$(PY) benchmarks/cgmes_sv_check.py
 	$(PY) benchmarks/simbench_roundtrip.py
+	$(PY) benchmarks/pandapower_networks.py
 	$(PY) benchmarks/loadflow_timeseries.py
 	$(PY) benchmarks/ingest_throughput.py
 	$(PY) benchmarks/sharing_read.py
 	$(PY) benchmarks/sharing_catalog.py
 	$(PY) benchmarks/sharing_sparql.py
+
+## load: N concurrent API clients against gunicorn and Celery workers started as `serve` and `worker` start them (PostgreSQL, Redis), then the ingest back-pressure at twice the sustainable rate; figures in var/load-report.json (see benchmarks/README.md)
+load: install
+	mkdir -p var
+	$(PY) benchmarks/load_api.py
+
+## chaos: the long chaos run (tests/chaos.py): readings and a load-flow series through private Redis, PostgreSQL, gunicorn and Celery workers while workers are SIGKILLed 200+ times and Redis and PostgreSQL restart; lost, duplicated and changed results counted in var/chaos-report.json
+chaos: install
+	mkdir -p var
+	$(PY) tests/chaos.py --report var/chaos-report.json
 
 ## serve: the API under gunicorn (config/gunicorn_conf.py), with the deployment's environment (SECRET_KEY, DATABASE_URL, CELERY_BROKER_URL, ALLOWED_HOSTS)
 serve: install

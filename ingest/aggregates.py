@@ -304,7 +304,7 @@ def _stats_postgresql(groups: dict[int, list[int]], window: Window, limit: int) 
         head, meters = "g.grp", "count(DISTINCT r.point_id)"
         join = "JOIN unnest(%(points)s::int8[], %(groups)s::int8[]) AS g(point_id, grp) ON g.point_id = r.point_id "
     sql = (
-        f"SELECT {head}, {_bucket_sql(window)} AS bucket, avg(r.value), min(r.value), max(r.value), count(*), {meters}, "  # noqa: S608
+        f"SELECT {head}, {_bucket_sql(window)} AS bucket, avg(r.value), min(r.value), max(r.value), count(*), {meters}, "  # noqa: S608  # nosec B608  # fragments are this module's constant text; values bound as %(name)s
         f"sum(r.value) FROM twin_reading r {join}"
         f"WHERE r.point_id = ANY(%(all_points)s) AND r.quantity = %(quantity)s AND {_window_sql(window)} AND r.quality <> %(invalid)s "
         "GROUP BY 1, 2 ORDER BY 1, 2 LIMIT %(limit)s"
@@ -330,7 +330,7 @@ def _stats_postgresql(groups: dict[int, list[int]], window: Window, limit: int) 
 def _raw_postgresql(points: list[int], window: Window) -> list[tuple]:
     """The readings of the points in the window, ordered by point and time, read in binary; capped."""
     limit = settings.GRIDTWIN_TELEMETRY_MAX_QUERY_ROWS
-    sql = (f"SELECT r.point_id, r.ts, r.value, r.quality FROM twin_reading r WHERE r.point_id = ANY(%(points)s) "  # noqa: S608
+    sql = (f"SELECT r.point_id, r.ts, r.value, r.quality FROM twin_reading r WHERE r.point_id = ANY(%(points)s) "  # noqa: S608  # nosec B608  # _window_sql is constant text; values bound as %(name)s
            f"AND r.quantity = %(quantity)s AND {_window_sql(window)} ORDER BY r.point_id, r.ts LIMIT %(limit)s")
     params = {"points": binary_array(Int8Array, np.array(points, dtype=np.int64)), "quantity": window.spec.code,
               "start": window.start, "end": window.end, "limit": limit + 1}

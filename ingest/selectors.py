@@ -130,7 +130,7 @@ def _rollup_buckets(point_ids: list[int], spec: twin.QuantitySpec, start: dateti
         cursor.execute("SELECT DISTINCT hour FROM twin_readinghourdirty WHERE hour >= %s AND hour < %s", [inner_start, inner_end])
         dirty = [hour for (hour,) in cursor.fetchall()]
     sql = (
-        f"SELECT {point_column}{bucket} AS bucket, sum(s) / sum(c) AS mean, min(lo) AS min, max(hi) AS max, sum(c) AS count"  # noqa: S608
+        f"SELECT {point_column}{bucket} AS bucket, sum(s) / sum(c) AS mean, min(lo) AS min, max(hi) AS max, sum(c) AS count"  # noqa: S608  # nosec B608  # int() bucket width and constant fragments; values bound as %(name)s
         f"{energy_sum} FROM ("
         "SELECT point_id, hour AS b, count AS c, sum AS s, min AS lo, max AS hi FROM twin_readinghourly "
         "WHERE point_id = ANY(%(points)s) AND quantity = %(quantity)s AND hour >= %(inner_start)s AND hour < %(inner_end)s "
@@ -171,7 +171,7 @@ def latest_readings(*, meters: QuerySet[twin.Meter], quantity: int | None = None
         meter_sql, params = meters.order_by().values("id", "iri").query.sql_with_params()
         condition = "" if quantity is None else "WHERE l.quantity = %s"
         with binary_cursor() as cursor:
-            cursor.execute(f"SELECT l.point_id, m.iri, l.quantity, l.ts, l.value, l.quality FROM twin_latestreading l "  # noqa: S608
+            cursor.execute(f"SELECT l.point_id, m.iri, l.quantity, l.ts, l.value, l.quality FROM twin_latestreading l "  # noqa: S608  # nosec B608  # the ORM's own compiled SQL, its params passed on; quantity bound
                            f"JOIN ({meter_sql}) m ON m.id = l.point_id {condition} ORDER BY l.point_id, l.quantity",
                            [*params, *([] if quantity is None else [quantity])])
             rows = cursor.fetchall()

@@ -39,6 +39,7 @@ from ingest.writer import (
     rollups_refresh,
 )
 from twin import models as twin
+from twin.history import Author
 from twin.rdf_codec import TripleWriter, write_meters
 from twin.selectors import chunks, points_of
 from twin.services import grid_apply_changes
@@ -177,6 +178,7 @@ def telemetry_batch_process(*, batch_id: int) -> twin.TelemetryBatch | None:
     if not claimed:
         return None
     batch = twin.TelemetryBatch.objects.defer("body").get(pk=batch_id)
+    logger.info("telemetry batch %s: delivery %s", batch_id, batch.attempts)
     if batch.attempts > settings.GRIDTWIN_TELEMETRY_MAX_ATTEMPTS:
         telemetry_batch_dead_letter(batch_id=batch_id, error=f"gave up after {batch.attempts - 1} deliveries")
         return None
@@ -249,13 +251,15 @@ def telemetry_batch_dead_letter(*, batch_id: int, error: str) -> bool:
         status=Status.DEAD, finished_at=timezone.now(), error=error[:5000]))
 
 
-def telemetry_batches_requeue(*, older_than_s: int = 1800, include_dead: bool = False) -> int:
+def telemetry_batches_requeue(*, older_than_s: int | None = None, include_dead: bool = False) -> int:
     """Publish again the batches whose message was lost or never published — and, on request, the dead ones with their
     delivery count reset.
 
     Lost means: queued `older_than_s` after its last publish (not after its receipt: under a long but healthy backlog
     the first message is still waiting, and every extra copy would count a delivery towards the dead letter), or
-    running longer than a worker may run a task (CELERY_TASK_TIME_LIMIT) plus `older_than_s` — its worker is gone."""
+    running longer than a worker may run a task (CELERY_TASK_TIME_LIMIT) plus `older_than_s` — its worker is gone.
+    `older_than_s` defaults to GRIDTWIN_INGEST_REQUEUE_AFTER_S."""
+    older_than_s = settings.GRIDTWIN_INGEST_REQUEUE_AFTER_S if older_than_s is None else older_than_s
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_s)
     last_publish = Coalesce("published_at", "received_at")
@@ -294,12 +298,14 @@ def profile_meters_ensure(*, grid: twin.Grid) -> dict[str, int]:
     """A meter for every profiled load, generator and storage unit of the grid (measured asset IRI → meter id).
 
     Missing meters are added through the twin's change path, so they are judged by the shapes and the
-    grid's version counts the change; meters that exist already are kept.
+    grid's next version records the change; meters that exist already are kept, and retired ones (a re-publish
+    dropped them) are described again, which brings the same rows back with their readings.
     """
-    measured = set(twin.Meter.objects.filter(grid=grid).values_list("measured_iri", flat=True))
+    measured = set(twin.Meter.objects.filter(grid=grid, retired_at__isnull=True).values_list("measured_iri", flat=True))
     rows = []
     for model, kind in PROFILED_METER_KINDS:
-        for asset in model.objects.filter(grid=grid).exclude(profile="").order_by("id").values("iri", "name", "feeder_id"):
+        live = model.objects.filter(grid=grid, retired_at__isnull=True).exclude(profile="")
+        for asset in live.order_by("id").values("iri", "name", "feeder_id"):
             if asset["iri"] not in measured:
                 rows.append({"iri": f"{asset['iri']}/meter", "name": f"meter of {asset['name'] or asset['iri']}", "kind": kind,
                              "measured_iri": asset["iri"], "feeder_id": asset["feeder_id"], "owner_id": None, "in_service": True})
@@ -307,5 +313,5 @@ def profile_meters_ensure(*, grid: twin.Grid) -> dict[str, int]:
         writer = TripleWriter()
         feeders = dict(twin.Feeder.objects.filter(grid=grid).values_list("id", "iri"))
         write_meters(writer, rows, {"Feeder": feeders, "Participant": {}})
-        grid_apply_changes(grid=grid, graph=writer.graph)
-    return dict(twin.Meter.objects.filter(grid=grid).values_list("measured_iri", "id"))
+        grid_apply_changes(grid=grid, graph=writer.graph, author=Author(via="replay", participant=grid.owner))
+    return dict(twin.Meter.objects.filter(grid=grid, retired_at__isnull=True).values_list("measured_iri", "id"))

@@ -2,20 +2,20 @@
 
 Delivery guarantees come from the settings (late acknowledgement, a task whose worker died is
 delivered again, prefetch of 1, soft and hard time limits) and from here: transient database errors
-are retried with backoff, and a batch that fails for good is dead-lettered (status `dead` with its
-error). `telemetry_batch_process` counts deliveries itself, so redeliveries after lost workers are
-bounded too.
+(Django's and psycopg's, `twin.transient`) are retried with backoff on a new connection, and a batch
+that fails for good is dead-lettered (status `dead` with its error). `telemetry_batch_process` counts
+deliveries itself, so redeliveries after lost workers are bounded too.
 """
 
-from celery import Task, shared_task
-from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from celery import shared_task
 
 from ingest import services
+from twin.transient import DatabaseTask
 
 
-class DeadLetterTask(Task):
-    """A task on one batch that, when it fails for good, leaves the batch dead with the error."""
+class DeadLetterTask(DatabaseTask):
+    """A task on one batch, retried when the database went away, that leaves the batch dead with the error when it
+    fails for good."""
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         batch_id = kwargs.get("batch_id", args[0] if args else None)
@@ -23,9 +23,7 @@ class DeadLetterTask(Task):
             services.telemetry_batch_dead_letter(batch_id=batch_id, error=f"{type(exc).__name__}: {exc}")
 
 
-@shared_task(base=DeadLetterTask, name="ingest.process_batch", acks_late=True, reject_on_worker_lost=True,
-             autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, retry_backoff_max=60, retry_jitter=True,
-             max_retries=settings.GRIDTWIN_TELEMETRY_MAX_ATTEMPTS)
+@shared_task(base=DeadLetterTask, name="ingest.process_batch", acks_late=True, reject_on_worker_lost=True)
 def process_batch(batch_id: int) -> None:
     """Validate and store one telemetry batch."""
     services.telemetry_batch_process(batch_id=batch_id)

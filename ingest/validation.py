@@ -143,7 +143,7 @@ class _Rules:
             return "unknown_point", f"no measurement point {point!r} that this source may write"
         unit_entry = UNIT_TABLE.get((quantity, unit)) if isinstance(quantity, str) and isinstance(unit, str) else None
         if unit_entry is None:
-            if quantity not in QUANTITIES:
+            if not isinstance(quantity, str) or quantity not in QUANTITIES:
                 return "unknown_quantity", f"unknown quantity {quantity!r}; known: {', '.join(QUANTITIES)}"
             accepted = ", ".join(u for u in QUANTITIES[quantity].factors if ":" not in u)
             return "unit_mismatch", f"{unit!r} is not a unit of {quantity}; use one of {accepted}"
@@ -296,7 +296,9 @@ def _parse_timestamp(text: str) -> datetime:
 
 
 def _moment(ts) -> datetime | None:
-    if type(ts) is str:
+    """The time a ts names, or None; text with NUL or another control character names none (fromisoformat reads a
+    timestamp followed by NUL as the timestamp)."""
+    if type(ts) is str and ts.isprintable():
         try:
             return _parse_timestamp(ts)
         except ValueError:

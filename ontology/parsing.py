@@ -5,7 +5,7 @@ context is ever fetched) and yields an `RdfDocument`. Before any parser sees
 the bytes: the size is capped, RDF/XML with a DOCTYPE or ENTITY declaration is refused, the
 body must be UTF-8 and its nesting depth is bounded (pyoxigraph segfaults on deep JSON-LD; see
 `ontology.limits`). While parsing: triples and seconds are bounded. After parsing: literals are
-capped and named graphs refused.
+capped, NUL in them refused, and named graphs refused.
 """
 
 from __future__ import annotations
@@ -103,12 +103,18 @@ def parse_rdf(
 
 
 def check_terms(quads: list, *, max_literal_chars: int) -> None:
-    """Refuse literals longer than `max_literal_chars` and RDF-star quoted triples."""
+    """Refuse literals longer than `max_literal_chars` or holding NUL, and RDF-star quoted triples.
+
+    NUL (U+0000) is a character of RDF but of no PostgreSQL text: refused here, naming the node, for every body
+    (the parsers already refuse it in IRIs, and an unpaired surrogate anywhere)."""
     for quad in quads:
         obj = quad.object
-        if isinstance(obj, ox.Literal) and len(obj.value) > max_literal_chars:
-            raise ForbiddenConstruct(
-                f"a literal of {len(obj.value)} characters exceeds the limit of {max_literal_chars}", node=quad.subject.value
-            )
+        if isinstance(obj, ox.Literal):
+            if len(obj.value) > max_literal_chars:
+                raise ForbiddenConstruct(f"a literal of {len(obj.value)} characters exceeds the limit of {max_literal_chars}",
+                                         node=quad.subject.value)
+            if "\x00" in obj.value:
+                raise ForbiddenConstruct(f"the value of {quad.predicate.value} holds NUL (U+0000), which no text may hold",
+                                         node=quad.subject.value)
         if isinstance(obj, ox.Triple) or isinstance(quad.subject, ox.Triple):
             raise ForbiddenConstruct("RDF-star quoted triples are not supported", node=str(quad.subject))

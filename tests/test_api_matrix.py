@@ -39,6 +39,7 @@ from tests.hub import (
     offer_create,
     participant_create,
 )
+from twin import history
 from twin import models as twin
 
 pytestmark = pytest.mark.django_db
@@ -113,6 +114,8 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     **read("grid-detail", OPERATOR_DETAIL, options=OPERATOR_LIST),
     **read("grid-rdf", OPERATOR_DETAIL, options=OPERATOR_LIST),
     **write("grid-changes", owner_row(400, outsider=404), options=OPERATOR_LIST),
+    **{key: row for name in ("grid-version-list", "grid-version-detail", "grid-version-diff", "grid-cgmes-list")  # a grid one may read
+       for key, row in read(name, OPERATOR_DETAIL, options=OPERATOR_LIST).items()},
     **{key: row for asset in OPERATOR_ASSETS for key, row in
        {**read(f"{asset}-list", OPERATOR_LIST), **read(f"{asset}-detail", OPERATOR_DETAIL, options=OPERATOR_LIST)}.items()},
     # Load flows.
@@ -121,7 +124,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     **read("loadflow-run-detail", OPERATOR_DETAIL, options=OPERATOR_LIST),
     **read("loadflow-run-results", OPERATOR_DETAIL, options=OPERATOR_LIST),
     **read("loadflow-run-violations", OPERATOR_DETAIL, options=OPERATOR_LIST),
-    **read("loadflow-run-en50160", owner_row(400, outsider=404), options=OPERATOR_LIST),  # the world's run is a snapshot
+    **read("loadflow-run-en50160", owner_row(409, outsider=404), options=OPERATOR_LIST),  # the world's run is a snapshot: 409
     **read("loadflow-run-hosting-capacity", OPERATOR_DETAIL, options=OPERATOR_LIST),
     **read("loadflow-run-plots", OPERATOR_DETAIL, options=OPERATOR_LIST),
     **read("loadflow-violation-list", OPERATOR_LIST),
@@ -269,6 +272,7 @@ def matrix_create() -> Matrix:
     }
     for row in rows.values():
         row.save()
+    history.grid_version_record(grid=grid, author=history.Author(via="test"))  # version 1, for the history routes
     pks = {name: row.pk for name, row in rows.items()} | {
         "grid": grid.pk, "feeder": feeder.pk, "basevoltage": bus.base_voltage_id, "bus": bus.pk, "meter": world.meters[0].pk,
         "loadflow-run": world.run.pk, "shared-run": world.run.pk, "telemetry-batch": world.batch.pk, "agreement": world.agreement.pk,
@@ -355,7 +359,10 @@ def call_for(m: Matrix, endpoint: Endpoint, method: str, persona: str) -> Call:
             kwargs["pk"] = pk_of(m, name)
     if "picture" in endpoint.parameters:
         kwargs["picture"] = PLOT
+    kwargs |= history_kwargs(endpoint, m.pks["grid"])
     query = {"purpose": world.purposes[persona]}
+    if name == "grid-version-diff":
+        query |= {"from": 1, "to": 1}
     if name == "telemetry-readings":
         query |= {**TELEMETRY_WINDOW, "point": world.meters[0].pk}
     elif name == "telemetry-latest":
@@ -370,6 +377,11 @@ def call_for(m: Matrix, endpoint: Endpoint, method: str, persona: str) -> Call:
     if method == "POST":
         call.body, call.content_type = POST_BODIES.get(name, lambda m, persona: json_body({"reason": "api matrix"}))(m, persona)
     return call
+
+
+def history_kwargs(endpoint: Endpoint, grid_pk: int) -> dict:
+    """The route arguments of a grid's history (`grids/{grid_pk}/versions/{number}`): that grid, version 1."""
+    return {name: value for name, value in (("grid_pk", grid_pk), ("number", 1)) if name in endpoint.parameters}
 
 
 def send(m: Matrix, endpoint: Endpoint, method: str, persona: str):
@@ -444,7 +456,7 @@ def test_out_of_scope_answers_are_404_like_absent_and_show_nothing_of_the_provid
 
     def ask(persona: str, name: str, pk: int | None = None, method: str = "GET", **params):
         endpoint = next(e for e in found if e.name == name)
-        kwargs = {"pk": pk} if pk is not None else {}
+        kwargs = history_kwargs(endpoint, pk) if "grid_pk" in endpoint.parameters else {"pk": pk} if pk is not None else {}
         if "picture" in endpoint.parameters:
             kwargs["picture"] = PLOT
         url = reverse(name, kwargs=kwargs) + "?" + urlencode({"purpose": world.purposes[persona], **params}, doseq=True)
@@ -457,14 +469,14 @@ def test_out_of_scope_answers_are_404_like_absent_and_show_nothing_of_the_provid
     for endpoint in found:
         if "GET" not in endpoint.methods or endpoint.name.startswith("shared-") or endpoint.name == "audit-list":
             continue
-        if endpoint.name.endswith("-list"):
+        if endpoint.name.endswith("-list") and "grid_pk" not in endpoint.parameters:
             for params in ({}, {"grid": world.grid.pk}):  # a filter naming the provider's grid is an empty page, like an absent id
                 response, url = ask(outsider, endpoint.name, **params)
                 results = response.json().get("results") if response.status_code == 200 else None
                 checked += 1
                 if results != [] or leaks(response):
                     problems.append(f"{url} as outsider: {response.status_code}, results {results!r}, leaks {leaks(response)}")
-        elif "pk" in endpoint.parameters:
+        elif endpoint.parameters & {"pk", "grid_pk"}:
             pk = pk_of(m, endpoint.name)
             for method in ("GET", "OPTIONS"):
                 present, url = ask(outsider, endpoint.name, pk, method)

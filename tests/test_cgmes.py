@@ -289,21 +289,21 @@ def test_cgmes3_model_maps_onto_the_twin_form(tmp_path):
     assert isomorphic(graph, rows_to_graph(*_as_stored(parsed)))
 
 
-def test_three_winding_transformer_is_refused_by_name(tmp_path):
+def test_a_winding_without_its_terminal_is_refused_by_name(tmp_path):
     third_end = element("PowerTransformerEnd", "END_TV", PowerTransformerEnd__PowerTransformer="#TR", TransformerEnd__endNumber=3,
                         PowerTransformerEnd__ratedU=10.0)
     paths = cgmes3_files(tmp_path, cgmes3_equipment(extra=third_end))
     with pytest.raises(ConversionError) as refused:
         cgmes_to_graph(paths)
     assert refused.value.node == "TR"
-    assert "3 windings" in refused.value.message
+    assert "do not name its 3 terminals" in refused.value.message
 
 
 def test_power_carrying_equipment_without_a_twin_model_is_refused(tmp_path):
-    shunt = element("LinearShuntCompensator", "SHUNT", IdentifiedObject__name="Cap bank") + terminal("T_SH", "SHUNT", "CN_MV2", 1)
+    svc = element("StaticVarCompensator", "SVC", IdentifiedObject__name="SVC 1") + terminal("T_SVC", "SVC", "CN_MV2", 1)
     with pytest.raises(ConversionError) as refused:
-        cgmes_to_graph(cgmes3_files(tmp_path, cgmes3_equipment(extra=shunt)))
-    assert "Cap bank" in refused.value.message
+        cgmes_to_graph(cgmes3_files(tmp_path, cgmes3_equipment(extra=svc)))
+    assert "StaticVarCompensator" in refused.value.message and "SVC 1" in refused.value.message
 
 
 def test_mixed_cim_versions_are_refused(tmp_path):

@@ -56,7 +56,7 @@ def test_edited_upload_updates_in_place_and_removes_missing_assets(operator, lv_
     response = upload(operator, serialize(graph, "turtle"))
 
     assert response.status_code == 200, response.content
-    assert response.json()["counts"]["Line"] == {"created": 0, "updated": 1, "deleted": 0}
+    assert response.json()["counts"]["Line"] == {"created": 0, "updated": 1, "deleted": 0, "retired": 0}
     assert response.json()["counts"]["Load"]["deleted"] == 1
     assert models.Line.objects.get(iri=str(line)).length_km == 0.5
     assert models.Line.objects.get(iri=str(line)).pk == line_id_before

@@ -85,7 +85,7 @@ def test_api_starts_a_snapshot_and_serves_filtered_results(lv_grid, operator, ot
     assert answer.status_code == 202, answer.json()
     run_id = answer.json()["id"]
     assert answer.json()["status"] == "queued"
-    assert operator.get(f"/api/v1/loadflow/runs/{run_id}/results").status_code == 400  # not solved yet
+    assert operator.get(f"/api/v1/loadflow/runs/{run_id}/results").status_code == 409  # not solved yet: run_not_succeeded
     execute(Run.objects.get(pk=run_id))
 
     run = operator.get(f"/api/v1/loadflow/runs/{run_id}").json()

@@ -223,16 +223,16 @@ def test_unknown_simbench_code_is_a_conversion_error():
         simbench_graph("1-LV-nowhere--0-sw", base_iri="https://gridtwin.example/id/")
 
 
-def _add_gen(net):
-    pp.create_gen(net, 1, p_mw=0.1, name="diesel")
+def _add_dc_line(net):
+    pp.create_dcline(net, 0, 1, p_mw=0.1, loss_percent=1.0, loss_mw=0.0, vm_from_pu=1.0, vm_to_pu=1.0, name="link")
 
 
-def _add_trafo3w(net):
-    pp.create_transformer3w_from_parameters(net, 1, 2, 3, 20.0, 0.4, 0.4, 0.4, 0.2, 0.2, 6, 6, 6, 1, 1, 1, 0, 0)
+def _add_asymmetric_load(net):
+    pp.create_asymmetric_load(net, 2, p_a_mw=0.01, name="one phase")
 
 
-def _odd_shift(net):
-    net.trafo.loc[0, "shift_degree"] = 45.0
+def _ideal_shifter_off_the_clock(net):
+    net.trafo.loc[0, ["shift_degree", "tap_changer_type", "tap_step_degree", "tap_step_percent"]] = [45.0, "Ideal", 1.0, 0.0]
 
 
 def _phase_shifter(net):
@@ -248,9 +248,9 @@ def _switch_off_its_line(net):
 
 
 @pytest.mark.parametrize(("change", "node"), [
-    (_add_gen, "gen[0]"),
-    (_add_trafo3w, "trafo3w[0]"),
-    (_odd_shift, f"{GRID}/trafo/0"),
+    (_add_dc_line, "dcline[0]"),
+    (_add_asymmetric_load, "asymmetric_load[0]"),
+    (_ideal_shifter_off_the_clock, f"{GRID}/trafo/0"),
     (_phase_shifter, f"{GRID}/trafo/0"),
     (_voltage_dependent_load, f"{GRID}/load/1"),
     (_switch_off_its_line, f"{GRID}/switch/0"),

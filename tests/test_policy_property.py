@@ -1168,6 +1168,8 @@ def compare_http(hub: Hub, specs: list[AgreementSpec], request: HttpRequest) -> 
     spec = specs[decision.agreement] if decision.allowed else None
     if request.credential == "anonymous":
         status, reason, content, records = 401, "not_authenticated", None, 0
+    elif wanted == "":  # an empty `?agreement=` is a malformed request, refused before any decision (it reveals nothing)
+        status, reason, content, records = 400, "invalid_filter", None, 0
     elif not decision.allowed:
         status, reason, content, records = decision.status, decision.reason, None, 0
     else:

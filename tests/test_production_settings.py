@@ -57,3 +57,24 @@ print(request.build_absolute_uri())
     check = run("", {**PROD_ENV, "DJANGO_SETTINGS_MODULE": "config.settings.prod"}, "manage.py", "check", "--deploy", "--tag", "security")
     assert check.returncode == 0, check.stderr
     assert "security.W" not in check.stdout + check.stderr, check.stdout + check.stderr
+
+
+def test_check_deploy_with_production_settings_is_clean_in_every_app():
+    """Every deploy check, not only Django's own security ones: django-oauth-toolkit's RFC 9700 checks included."""
+    done = run("", {**PROD_ENV, "DJANGO_SETTINGS_MODULE": "config.settings.prod"}, "manage.py", "check", "--deploy", "--fail-level",
+               "WARNING")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "System check identified no issues" in output and "WARNINGS" not in output, output
+
+
+def test_an_unreachable_vulnerability_database_is_not_a_pass(tmp_path):
+    """`make audit`'s pip-audit step with its database out of reach (a proxy nobody listens on; an empty cache): it says
+    NOT checked and fails, unless GRIDTWIN_AUDIT_OFFLINE_OK=1 — and then it still says NOT checked."""
+    offline = {"HOME": str(tmp_path), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+    refused = run("", offline, "tests/audit.py", "pip-audit")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "vulnerability database unreachable — NOT checked" in refused.stdout
+    excused = run("", {**offline, "GRIDTWIN_AUDIT_OFFLINE_OK": "1"}, "tests/audit.py", "pip-audit")
+    assert excused.returncode == 0, excused.stdout + excused.stderr
+    assert "NOT checked" in excused.stdout

@@ -87,7 +87,7 @@ def test_an_invalid_query_value_is_a_400_naming_the_parameter(operator, runs, pa
 
 
 def test_pages_beyond_bigint_are_cut_or_refused_on_every_list(operator, grid):
-    lists = [f"/api/v1/{prefix}/" for prefix, _, _ in router.registry if prefix != "models"]
+    lists = [f"/api/v1/{prefix}/" for prefix, _, _ in router.registry if prefix != "models" and "(?P<" not in prefix]  # not nested
     for url in lists:
         assert operator.get(url, {"limit": str(10**20)}).status_code == 200, url
         assert operator.get(url, {"limit": "1000", "offset": str(10**30)}).json()["results"] == [], url

@@ -44,7 +44,7 @@ def break_it(graph: Graph) -> Graph:
     load = first(g, CIM["EnergyConsumer.p"])
     g.set((load, CIM["EnergyConsumer.p"], Literal("lots")))  # datatype
     end = first(g, CIM["TransformerEnd.endNumber"])
-    g.set((end, CIM["TransformerEnd.endNumber"], Literal(3)))  # in
+    g.set((end, CIM["TransformerEnd.endNumber"], Literal(4)))  # in (1, 2 or 3)
     g.set((end, CIM["PowerTransformerEnd.ratedU"], Literal(99.0, datatype=XSD.double)))  # SPARQL: 10 % rule
     terminal = first(g, CIM["Terminal.TopologicalNode"])
     g.set((terminal, CIM["Terminal.TopologicalNode"], URIRef("urn:missing-bus")))  # class (referential integrity)

@@ -45,3 +45,16 @@ def test_a_credential_past_its_rate_gets_429_with_retry_after_and_others_keep_th
 @override_settings(GRIDTWIN_THROTTLE_RATES={"principal": None, "gateway": None})
 def test_no_rate_means_no_limit(operator, clock):
     assert {operator.get("/api/v1/grids/").status_code for _ in range(20)} == {200}
+
+
+DEAD_REDIS = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              "throttle": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}}
+
+
+@override_settings(GRIDTWIN_THROTTLE_RATES={"principal": "3/minute", "gateway": None}, CACHES=DEAD_REDIS)
+def test_an_unreachable_throttle_store_is_503_with_retry_after_not_a_server_error(operator):
+    """Redis restarting (found by tests/chaos.py: every request answered 500 meanwhile) is an outage the client may retry."""
+    response = operator.get("/api/v1/grids/")
+    assert response.status_code == 503
+    assert response.json()["reason"] == "unavailable"
+    assert response["Retry-After"] == "5"

@@ -1,8 +1,12 @@
-"""Admin for operators and stewards: list, search and edit grids and assets; saves are judged by the shapes."""
+"""Admin for operators and stewards: list, search and edit grids and assets; saves are judged by the shapes.
 
-from django.contrib import admin
+Every save and delete of a grid or a grid part records the grid's next version when its content changed
+(`twin.history`), with the admin user as its author; a delete retires what readings or results refer to.
+"""
 
-from twin import models
+from django.contrib import admin, messages
+
+from twin import history, models, services
 
 
 @admin.register(models.Participant)
@@ -83,8 +87,30 @@ def has_readings(grid_id: int, meter_id: int | None = None) -> bool:
     return (meters.filter(pk=meter_id) if meter_id is not None else meters).exists()
 
 
+def admin_author(request) -> history.Author:
+    """The author of a version an admin write records: the signed-in user, through the admin."""
+    return history.Author(via="admin", user=request.user, credential=f"admin session of {request.user.get_username()}")
+
+
+class VersionedAdmin(admin.ModelAdmin):
+    """A save takes the grid IRI's lock before it writes (as every write does, so two writes never wait for each other in
+    opposite order) and records the grid's next version once the row and its related rows are saved (`save_related`)."""
+
+    @staticmethod
+    def grid_of(instance) -> models.Grid:
+        return instance if isinstance(instance, models.Grid) else instance.grid
+
+    def save_model(self, request, obj, form, change):
+        history.lock_grid_iri(self.grid_of(obj).iri)
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        history.grid_version_record(grid=self.grid_of(form.instance), author=admin_author(request))
+
+
 @admin.register(models.Grid)
-class GridAdmin(admin.ModelAdmin):
+class GridAdmin(VersionedAdmin):
     list_display = ["name", "owner", "source", "version", "updated_at"]
     list_filter = ["owner"]
     search_fields = ["name", "iri"]
@@ -97,8 +123,12 @@ class GridAdmin(admin.ModelAdmin):
         super().delete_queryset(request, queryset.exclude(meters__telemetry_owner__isnull=False))
 
 
-class GridPartAdmin(admin.ModelAdmin):
-    """Common list and search settings; foreign keys to buses are raw ids (grids have thousands)."""
+class GridPartAdmin(VersionedAdmin):
+    """Common list and search settings; foreign keys to buses are raw ids (grids have thousands).
+
+    Retired rows are listed (with their `retired_at`) but are no longer part of the grid; a delete goes through
+    `services.grid_parts_remove`: retired when readings, results or kept rows refer to the row, deleted otherwise.
+    """
 
     search_fields = ["name", "iri"]
     list_filter = ["grid"]
@@ -113,10 +143,21 @@ class GridPartAdmin(admin.ModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, type(obj).objects.filter(pk=obj.pk))
+
     def delete_queryset(self, request, queryset):
         if queryset.model is models.Meter:
             queryset = queryset.filter(telemetry_owner__isnull=True)
-        super().delete_queryset(request, queryset)
+        counts = services.grid_parts_remove(rows=queryset, author=admin_author(request))
+        if counts["retired"]:
+            self.message_user(request, f"{counts['retired']} row(s) retired instead of deleted: readings or results refer to them.",
+                              messages.WARNING)
+
+    def get_deleted_objects(self, objs, request):
+        """Results that refer to a row do not block its delete: the row is retired and they stay (Django would list them)."""
+        deleted, counts, permissions_needed, _ = super().get_deleted_objects(objs, request)
+        return deleted, counts, permissions_needed, []
 
     def get_raw_id_fields(self, request):
         return [f.name for f in self.model._meta.concrete_fields if f.is_relation and f.name not in ("grid", "owner")]

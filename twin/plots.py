@@ -1,4 +1,8 @@
-"""Pictures of a grid: a map coloured by load-flow voltage and loading, and pictures of a load-flow run's stored results."""
+"""Pictures of a grid: a map coloured by load-flow voltage and loading, and pictures of a load-flow run's stored results.
+
+A run's pictures are drawn on the grid version the run solved (its buses, lines, coordinates and feeders as of that
+version, from the version's content), never on today's grid.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,17 @@ import numpy as np
 import pandapower
 from matplotlib.collections import LineCollection
 
-from twin import models
+from twin import history, models
+from twin.loadflow.services import run_version
 from twin.pandapower_adapter import NetIndex, grid_to_net
 
 VOLTAGE_BAND_PU = (0.9, 1.1)
 
 
-def bus_positions(grid: models.Grid, net, index: NetIndex) -> dict[int, tuple[float, float]]:
-    """Bus coordinates by pandapower index: stored longitude/latitude, else a spring layout of the topology."""
+def bus_positions(buses: list[dict], net, index: NetIndex) -> dict[int, tuple[float, float]]:
+    """Bus coordinates by pandapower index: the buses' longitude/latitude, else a spring layout of the topology."""
     coords = {}
-    for row in models.Bus.objects.filter(grid=grid).values("iri", "lon_degree", "lat_degree"):
+    for row in buses:
         if row["lon_degree"] is not None and row["iri"] in index.bus:
             coords[index.bus[row["iri"]]] = (row["lon_degree"], row["lat_degree"])
     if len(coords) == len(net.bus):
@@ -37,16 +42,18 @@ def draw_grid_map(grid: models.Grid, path: Path) -> Path:
     """Run a load flow on the twin and draw buses by vm_pu and lines by loading_percent into a PNG."""
     net, index = grid_to_net(grid)
     pandapower.runpp(net, lightsim2grid=False)
-    fig = _map_figure(grid, net, index, net.res_bus.vm_pu.to_numpy(), net.res_line.loading_percent.to_numpy(), "load flow on the twin")
+    buses = list(models.Bus.objects.filter(grid=grid, retired_at__isnull=True).values("iri", "lon_degree", "lat_degree"))
+    fig = _map_figure(grid.name, buses, net, index, net.res_bus.vm_pu.to_numpy(), net.res_line.loading_percent.to_numpy(),
+                      "load flow on the twin")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _map_figure(grid: models.Grid, net, index: NetIndex, vm_pu: np.ndarray, loading_percent: np.ndarray, what: str,
+def _map_figure(title: str, buses: list[dict], net, index: NetIndex, vm_pu: np.ndarray, loading_percent: np.ndarray, what: str,
                 band: tuple[float, float] = VOLTAGE_BAND_PU):
     """Buses coloured by vm_pu (band limits at the ends of the scale), lines by loading_percent (net order)."""
-    positions = bus_positions(grid, net, index)
+    positions = bus_positions(buses, net, index)
     fig, ax = plt.subplots(figsize=(9, 7))
     segments = [(positions[f], positions[t]) for f, t in zip(net.line.from_bus, net.line.to_bus, strict=True)]
     lines = LineCollection(segments, array=loading_percent, cmap="viridis", linewidths=2)
@@ -60,7 +67,7 @@ def _map_figure(grid: models.Grid, net, index: NetIndex, vm_pu: np.ndarray, load
     dots = ax.scatter(xs, ys, c=vm_pu, cmap="coolwarm", vmin=low, vmax=high, s=18, zorder=3)
     fig.colorbar(dots, ax=ax, label="bus voltage (p.u.)")
     ax.autoscale()
-    ax.set_title(f"{grid.name}\n{what}: vm_pu {np.nanmin(vm_pu):.3f}–{np.nanmax(vm_pu):.3f}, "
+    ax.set_title(f"{title}\n{what}: vm_pu {np.nanmin(vm_pu):.3f}–{np.nanmax(vm_pu):.3f}, "
                  f"max line loading {np.nanmax(loading_percent, initial=0):.0f} %", fontsize=10)
     ax.set_aspect("equal", adjustable="datalim")
     fig.tight_layout()
@@ -114,13 +121,15 @@ def run_picture(run, picture: str, *, feeder: str | None = None, line: str | Non
     if picture == "line-loading":
         return _png(line_loading_figure(run, line))
     vm, loading, what = _run_state(run, at)
-    net, index = grid_to_net(run.grid)
+    content = history.version_content(run_version(run))
+    net, index = history.content_net(content)
+    buses = history.content_buses(content)
     vm_pu = np.array([vm.get(iri, np.nan) if vm.get(iri) is not None else np.nan for iri in _iris(index.bus, net.bus.index)])
     if picture == "grid":
         line_loading = np.array([loading.get(iri) if loading.get(iri) is not None else np.nan
                                  for iri in _iris(index["line"], net.line.index)])
-        return _png(_map_figure(run.grid, net, index, vm_pu, line_loading, what, band))
-    return _png(voltage_profile_figure(run.grid, net, index, vm_pu, what, band, feeder))
+        return _png(_map_figure(run.grid.name, buses, net, index, vm_pu, line_loading, what, band))
+    return _png(voltage_profile_figure(run.grid.name, buses, net, index, vm_pu, what, band, feeder))
 
 
 def _iris(indices: dict[str, int], order) -> list[str]:
@@ -128,32 +137,35 @@ def _iris(indices: dict[str, int], order) -> list[str]:
     return [iri_of[i] for i in order]
 
 
-def voltage_profile_figure(grid: models.Grid, net, index: NetIndex, vm_pu: np.ndarray, what: str, band, feeder: str | None):
+def voltage_profile_figure(title: str, buses: list[dict], net, index: NetIndex, vm_pu: np.ndarray, what: str, band,
+                           feeder: str | None):
     """vm_pu against the distance from the substation (km along lines from the slack or the transformers' LV side), band drawn."""
     graph = pandapower.topology.create_nxgraph(net, respect_switches=True, include_trafos=True)
     roots = set(net.trafo.lv_bus.tolist()) or set(net.ext_grid.bus.tolist())
+    if not roots:
+        raise PictureError("the grid has no transformer and no external grid to measure distances from")
     distance = nx.multi_source_dijkstra_path_length(graph, roots, weight="weight")
     position = {b: j for j, b in enumerate(net.bus.index)}
-    buses = list(net.bus.index)
+    drawn = list(net.bus.index)
     if feeder:
-        members = set(models.Bus.objects.filter(grid=grid, feeder__iri=feeder).values_list("iri", flat=True))
+        members = {row["iri"] for row in buses if row.get("feeder") == feeder}
         if not members:
             raise PictureError(f"no buses in feeder {feeder}")
-        buses = [index.bus[iri] for iri in members if iri in index.bus]
+        drawn = [index.bus[iri] for iri in members if iri in index.bus]
     fig, ax = plt.subplots(figsize=(9, 5))
-    chosen = set(buses)
+    chosen = set(drawn)
     for f, t in zip(net.line.from_bus, net.line.to_bus, strict=True):
         if f in chosen and t in chosen and f in distance and t in distance:
             ax.plot([distance[f], distance[t]], [vm_pu[position[f]], vm_pu[position[t]]], color="tab:blue", linewidth=1)
-    xs = [distance[b] for b in buses if b in distance]
-    ys = [vm_pu[position[b]] for b in buses if b in distance]
+    xs = [distance[b] for b in drawn if b in distance]
+    ys = [vm_pu[position[b]] for b in drawn if b in distance]
     ax.scatter(xs, ys, s=10, color="tab:blue", zorder=3)
     for limit in band:
         ax.axhline(limit, color="tab:red", linestyle="--", linewidth=1)
     ax.axhspan(band[0], band[1], color="tab:green", alpha=0.06)
     ax.set_xlabel("distance from the substation (km)")
     ax.set_ylabel("vm_pu")
-    ax.set_title(f"{grid.name}{' — ' + feeder.rsplit('/', 1)[-1] if feeder else ''}\nvoltage profile, {what}", fontsize=10)
+    ax.set_title(f"{title}{' — ' + feeder.rsplit('/', 1)[-1] if feeder else ''}\nvoltage profile, {what}", fontsize=10)
     fig.tight_layout()
     return fig
 

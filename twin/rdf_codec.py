@@ -8,14 +8,39 @@ to each other below, so the mapping is stated once. The form (CIM100 terms unles
 * bus: ``cim:TopologicalNode`` → ``cim:TopologicalNode.BaseVoltage`` → ``cim:BaseVoltage``;
 * equipment connects through ``cim:Terminal`` (``Terminal.ConductingEquipment``,
   ``Terminal.TopologicalNode``, ``ACDCTerminal.sequenceNumber``);
-* transformer: ``cim:PowerTransformer`` with two ``cim:PowerTransformerEnd`` (end 1 = HV) and an
-  optional ``cim:RatioTapChanger`` on one end;
+* transformer: ``cim:PowerTransformer`` with two ``cim:PowerTransformerEnd`` (end 1 = HV), an
+  optional ``cim:RatioTapChanger`` on one end and an optional ``cim:PhaseTapChangerLinear`` on one end
+  (``PhaseTapChanger.TransformerEnd``, ``TapChanger.*`` steps, ``PhaseTapChangerLinear.stepPhaseShiftIncrement``
+  degrees: a shift of (step − neutralStep) · increment, positive from its end to the other);
 * PV / wind / battery: ``cim:PowerElectronicsConnection`` with one ``cim:PowerElectronicsUnit``;
 * slack: ``cim:ExternalNetworkInjection`` with a ``cim:RegulatingControl`` (target in kV);
-* meter: ``saref:Meter`` with ``gt:measures``; EV charger: ``gt:EVChargingStation``.
+* meter: ``saref:Meter`` with ``gt:measures``; EV charger: ``gt:EVChargingStation``;
+* shunt compensator: ``cim:LinearShuntCompensator`` (``ShuntCompensator.nomU`` kV, ``.sections`` in use,
+  ``.maximumSections``, ``.normalSections``, ``LinearShuntCompensator.bPerSection`` / ``.gPerSection`` S per
+  section, b > 0 capacitive) or ``cim:NonlinearShuntCompensator`` with one ``cim:NonlinearShuntCompensatorPoint``
+  per section (``…Point.NonlinearShuntCompensator``, ``.sectionNumber`` 1 … maximumSections, ``.b``, ``.g`` S of
+  that section; n sections in use give the sum of points 1 … n);
+* synchronous machine: ``cim:SynchronousMachine`` (``RotatingMachine.p``/``.q`` MW/Mvar in load sign,
+  ``.ratedS`` MVA, ``.ratedU`` kV, ``SynchronousMachine.minQ``/``.maxQ`` Mvar produced, ``.referencePriority`` > 0
+  for a slack candidate, ``RegulatingCondEq.controlEnabled``) with a ``cim:RegulatingControl`` (``RegulatingCondEq.
+  RegulatingControl``; mode voltage, ``targetValue`` kV, ``RegulatingControl.Terminal`` = its own terminal,
+  ``enabled``): a PV bus; control disabled: a PQ injection of p, q;
+* battery: ``BatteryUnit.ratedE`` may be left out (unknown energy rating, as pandapower's NaN);
+* three-winding transformer: ``cim:PowerTransformer`` with three terminals and ends 1, 2, 3 (HV, MV, LV); each
+  end's ``r``, ``x`` are its star-equivalent branch in ohm at its own ``ratedU`` (may be negative), ``g``, ``b``
+  on end 1, ``phaseAngleClock`` on ends 2 and 3, an optional ``cim:RatioTapChanger`` on any end;
+* motor: ``cim:AsynchronousMachine`` (``asynchronousMachineType`` motor, ``RotatingMachine.p``/``.q`` load sign,
+  ``.ratedU``, ``AsynchronousMachine.ratedMechanicalPower`` MW, ``.efficiency`` %, ``.ratedPowerFactor``,
+  ``.iaIrRatio``, ``.rxLockedRotorRatio``);
+* network equivalents: ``cim:EquivalentBranch`` (two terminals; ``r``, ``x``, ``r21``, ``x21`` ohm, referred to
+  the nominal voltage of terminal 1's node), ``cim:EquivalentShunt`` (``g``, ``b`` S), ``cim:EquivalentInjection``
+  (``p``, ``q`` load sign; ``regulationCapability``, ``regulationStatus`` and ``regulationTarget`` kV for a
+  voltage-holding source, ``minQ``/``maxQ``); series capacitor or reactor: ``cim:SeriesCompensator`` (``r``, ``x`` ohm).
 
 Powers follow CIM's load sign convention in RDF (positive p leaves the node); generators are stored
 with pandapower's generator convention, so their sign flips on the way in and out (exactly).
+Transformer magnetising susceptance ``PowerTransformerEnd.b`` is written positive for an inductive branch (the
+twin's convention since its first version; CGMES writes an inductive b as negative: a CGMES converter flips it).
 """
 
 from __future__ import annotations
@@ -53,7 +78,9 @@ SWITCH_CLASSES = {
     "fuse": CIM.Fuse,
 }
 GENERATION_UNIT_CLASSES = {"pv": CIM.PhotoVoltaicUnit, "wind": CIM.PowerElectronicsWindUnit, "other": GT.OtherGenerationUnit}
-INVERSE_PREDICATES = (T_EQUIPMENT, END_TRAFO, RTC_END, UNIT_CONNECTION, SV_NODE, REG_CONTROL)
+POINT_SHUNT = CIM["NonlinearShuntCompensatorPoint.NonlinearShuntCompensator"]
+PTC_END = CIM["PhaseTapChanger.TransformerEnd"]
+INVERSE_PREDICATES = (T_EQUIPMENT, END_TRAFO, RTC_END, UNIT_CONNECTION, SV_NODE, REG_CONTROL, POINT_SHUNT, PTC_END)
 
 
 class CodecError(ValueError):
@@ -256,8 +283,10 @@ END_FIELDS = {"r": "ohm", "x": "ohm", "g": "s", "b": "s"}
 def read_transformers(index: GraphIndex) -> Iterator[dict]:
     for node in index.instances(CIM.PowerTransformer):
         ends = {int(index.value(e, END_NUMBER, 0)): e for e in index.referrers(END_TRAFO, node)}
+        if sorted(ends) == [1, 2, 3]:
+            continue  # three windings: read_three_winding_transformers
         if sorted(ends) != [1, 2]:
-            raise CodecError(str(node), "a transformer needs exactly two ends numbered 1 and 2")
+            raise CodecError(str(node), "a transformer needs two ends numbered 1 and 2, or three numbered 1, 2 and 3")
         row = _common(index, node, {})
         for number, end in ends.items():
             terminal = index.value(end, END_TERMINAL)
@@ -271,26 +300,47 @@ def read_transformers(index: GraphIndex) -> Iterator[dict]:
         row["sn_mva"] = _float(index, ends[1], CIM["PowerTransformerEnd.ratedS"])
         row["phase_angle_clock"] = int(index.value(ends[2], CIM["PowerTransformerEnd.phaseAngleClock"], 0))
         row.update(_read_tap_changer(index, ends, row["part_iris"]))
+        row.update(_read_tap_changer(index, ends, row["part_iris"], form=PHASE_TAP))
         yield row
 
 
-def _read_tap_changer(index: GraphIndex, ends: dict, parts: dict) -> dict:
+@dataclass(frozen=True)
+class TapChangerForm:
+    """How one kind of tap changer maps: its part name, CIM class, link to its end, row field prefix and step increment."""
+
+    part: str
+    rdf_class: URIRef
+    end_link: URIRef
+    prefix: str  # row fields {prefix}_side, _low, _high, _neutral, _normal, _pos
+    increment: URIRef
+    increment_field: str
+
+    def empty(self) -> dict:
+        return {f"{self.prefix}_side": "", **dict.fromkeys([*(f"{self.prefix}_{k}" for k in STEP_FIELDS), self.increment_field])}
+
+
+STEP_FIELDS = {"low": "lowStep", "high": "highStep", "neutral": "neutralStep", "normal": "normalStep"}
+RATIO_TAP = TapChangerForm("RatioTapChanger", CIM.RatioTapChanger, RTC_END, "tap", CIM["RatioTapChanger.stepVoltageIncrement"],
+                           "tap_step_percent")
+# shift (step − neutralStep) · increment degrees, positive from its end to the other
+PHASE_TAP = TapChangerForm("PhaseTapChanger", CIM.PhaseTapChangerLinear, PTC_END, "phase_tap",
+                           CIM["PhaseTapChangerLinear.stepPhaseShiftIncrement"], "phase_step_degree")
+
+
+def _read_tap_changer(index: GraphIndex, ends: dict, parts: dict, sides: dict | None = None, form: TapChangerForm = RATIO_TAP) -> dict:
+    """The tap changer fields of a transformer row; `sides` names the side of each end number (default 1 hv, 2 lv)."""
+    sides = sides or {1: "hv", 2: "lv"}
     for number, end in sorted(ends.items()):
-        changers = index.referrers(RTC_END, end)
+        changers = index.referrers(form.end_link, end)
         if changers:
-            rtc = changers[0]
-            parts["RatioTapChanger"] = str(rtc)
-            return {
-                "tap_side": "hv" if number == 1 else "lv",
-                "tap_low": int(index.value(rtc, CIM["TapChanger.lowStep"])),
-                "tap_high": int(index.value(rtc, CIM["TapChanger.highStep"])),
-                "tap_neutral": int(index.value(rtc, CIM["TapChanger.neutralStep"])),
-                "tap_normal": int(index.value(rtc, CIM["TapChanger.normalStep"], index.value(rtc, CIM["TapChanger.neutralStep"]))),
-                "tap_pos": _float(index, rtc, CIM["TapChanger.step"], index.value(rtc, CIM["TapChanger.neutralStep"])),
-                "tap_step_percent": _float(index, rtc, CIM["RatioTapChanger.stepVoltageIncrement"]),
-            }
-    no_tap_changer = dict.fromkeys(["tap_low", "tap_high", "tap_neutral", "tap_normal", "tap_pos", "tap_step_percent"])
-    return {"tap_side": "", **no_tap_changer}
+            changer = changers[0]
+            parts[form.part] = str(changer)
+            neutral = index.value(changer, CIM["TapChanger.neutralStep"])
+            steps = {f"{form.prefix}_{k}": int(index.value(changer, CIM[f"TapChanger.{name}"], neutral)) for k, name in STEP_FIELDS.items()}
+            return {f"{form.prefix}_side": sides[number], **steps,
+                    f"{form.prefix}_pos": _float(index, changer, CIM["TapChanger.step"], neutral),
+                    form.increment_field: _float(index, changer, form.increment)}
+    return form.empty()
 
 
 def read_switches(index: GraphIndex) -> Iterator[dict]:
@@ -394,6 +444,7 @@ def graph_to_rows(graph: Graph | RdfDocument, *, require_grid: bool = True) -> G
             "Storage": storages,
             "EVCharger": chargers,
             "Meter": list(read_meters(index)),
+            **{name: list(reader(index)) for name, reader in ELEMENT_READERS.items()},
         },
     )
 
@@ -511,17 +562,17 @@ def write_transformers(w: TripleWriter, rows, iri_of) -> None:
             w.add(end, CIM["PowerTransformerEnd.phaseAngleClock"], 0 if number == 1 else row["phase_angle_clock"])
         if row["tap_side"]:
             _write_tap_changer(w, row)
+        if row.get("phase_tap_side"):
+            _write_tap_changer(w, row, form=PHASE_TAP)
 
 
-def _write_tap_changer(w: TripleWriter, row: dict) -> None:
-    rtc = w.node(part_iri(row, "RatioTapChanger"), CIM.RatioTapChanger)
-    w.ref(rtc, RTC_END, part_iri(row, "End1" if row["tap_side"] == "hv" else "End2"))
-    w.add(rtc, CIM["TapChanger.lowStep"], row["tap_low"])
-    w.add(rtc, CIM["TapChanger.highStep"], row["tap_high"])
-    w.add(rtc, CIM["TapChanger.neutralStep"], row["tap_neutral"])
-    w.add(rtc, CIM["TapChanger.normalStep"], row["tap_normal"])
-    w.add(rtc, CIM["TapChanger.step"], row["tap_pos"])
-    w.add(rtc, CIM["RatioTapChanger.stepVoltageIncrement"], row["tap_step_percent"])
+def _write_tap_changer(w: TripleWriter, row: dict, end: str | None = None, form: TapChangerForm = RATIO_TAP) -> None:
+    changer = w.node(part_iri(row, form.part), form.rdf_class)
+    w.ref(changer, form.end_link, end or part_iri(row, "End1" if row[f"{form.prefix}_side"] == "hv" else "End2"))
+    for key, name in STEP_FIELDS.items():
+        w.add(changer, CIM[f"TapChanger.{name}"], row[f"{form.prefix}_{key}"])
+    w.add(changer, CIM["TapChanger.step"], row[f"{form.prefix}_pos"])
+    w.add(changer, form.increment, row[form.increment_field])
 
 
 def write_switches(w: TripleWriter, rows, iri_of) -> None:
@@ -577,6 +628,288 @@ def write_meters(w: TripleWriter, rows, iri_of) -> None:
             w.add(node, IN_SERVICE, False)
 
 
+
+# --- elements of transmission and larger distribution grids: reading and writing side by side ---------------------
+
+SHUNT_CLASSES = {"linear": CIM.LinearShuntCompensator, "nonlinear": CIM.NonlinearShuntCompensator}
+BRANCH_CLASSES = {"equivalent": CIM.EquivalentBranch, "series_compensator": CIM.SeriesCompensator}
+MOTOR_KIND = CIM["AsynchronousMachineKind.motor"]
+
+
+def read_shunt_compensators(index: GraphIndex) -> Iterator[dict]:
+    kinds = {cls: kind for kind, cls in SHUNT_CLASSES.items()}
+    for node in sorted({n for cls in SHUNT_CLASSES.values() for n in index.instances(cls)}):
+        parts, bus = _one_terminal(index, node)
+        kind = next(kinds[t] for t in index.types(node) if t in kinds)
+        points = []
+        for point in index.referrers(POINT_SHUNT, node):
+            number = int(index.value(point, CIM["NonlinearShuntCompensatorPoint.sectionNumber"]))
+            parts[f"Point{number}"] = str(point)
+            points.append({"section": number, "b_s": _float(index, point, CIM["NonlinearShuntCompensatorPoint.b"], 0.0),
+                           "g_s": _float(index, point, CIM["NonlinearShuntCompensatorPoint.g"], 0.0)})
+        maximum = int(index.value(node, CIM["ShuntCompensator.maximumSections"], 1))
+        if kind == "nonlinear" and sorted(p["section"] for p in points) != list(range(1, maximum + 1)):
+            raise CodecError(str(node), f"a non-linear shunt compensator needs one point per section 1 … {maximum} (maximumSections)")
+        normal = index.value(node, CIM["ShuntCompensator.normalSections"])
+        yield {
+            **_common(index, node, parts),
+            "bus": bus,
+            "kind": kind,
+            "nom_u_kv": _float(index, node, CIM["ShuntCompensator.nomU"]),
+            "sections": _float(index, node, CIM["ShuntCompensator.sections"], normal if normal is not None else maximum),
+            "maximum_sections": maximum,
+            "normal_sections": int(normal) if normal is not None else None,
+            "b_per_section_s": _float(index, node, CIM["LinearShuntCompensator.bPerSection"]),
+            "g_per_section_s": _float(index, node, CIM["LinearShuntCompensator.gPerSection"]),
+            "points": sorted(points, key=lambda p: p["section"]),
+        }
+
+
+def write_shunt_compensators(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, SHUNT_CLASSES[row["kind"]], _iris(row, iri_of, "bus"))
+        w.add(node, CIM["ShuntCompensator.nomU"], row["nom_u_kv"])
+        w.add(node, CIM["ShuntCompensator.sections"], row["sections"])
+        w.add(node, CIM["ShuntCompensator.maximumSections"], row["maximum_sections"])
+        w.add(node, CIM["ShuntCompensator.normalSections"], row["normal_sections"])
+        w.add(node, CIM["LinearShuntCompensator.bPerSection"], row["b_per_section_s"])
+        w.add(node, CIM["LinearShuntCompensator.gPerSection"], row["g_per_section_s"])
+        for point in row["points"] or []:
+            subject = w.node(part_iri(row, f"Point{point['section']}"), CIM.NonlinearShuntCompensatorPoint)
+            w.graph.add((subject, POINT_SHUNT, node))
+            w.add(subject, CIM["NonlinearShuntCompensatorPoint.sectionNumber"], point["section"])
+            w.add(subject, CIM["NonlinearShuntCompensatorPoint.b"], float(point["b_s"]))
+            w.add(subject, CIM["NonlinearShuntCompensatorPoint.g"], float(point["g_s"]))
+
+
+def _regulated_terminal(index: GraphIndex, node, control, parts: dict) -> None:
+    """A machine regulates its own terminal: a RegulatingControl on another terminal (remote regulation) is refused."""
+    terminal = index.ref(control, RC_TERMINAL)
+    if terminal is not None and terminal != parts["T1"]:
+        raise CodecError(str(node), f"remote voltage regulation (cim:RegulatingControl.Terminal {terminal}) is not supported: "
+                                    "a machine regulates its own terminal")
+
+
+def read_synchronous_machines(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.SynchronousMachine):
+        parts, bus = _one_terminal(index, node)
+        control = index.value(node, REG_CONTROL)
+        target_kv = None
+        enabled = bool(index.value(node, CIM["RegulatingCondEq.controlEnabled"], control is not None))
+        if control is not None:
+            parts["RegulatingControl"] = str(control)
+            _regulated_terminal(index, node, control, parts)
+            target_kv = _float(index, control, CIM["RegulatingControl.targetValue"])
+            enabled = enabled and bool(index.value(control, CIM["RegulatingControl.enabled"], True))
+        if enabled and target_kv is None:
+            raise CodecError(str(node), "a voltage-controlling machine needs a cim:RegulatingControl with its target in kV")
+        yield {
+            **_common(index, node, parts),
+            "bus": bus,
+            "p_mw": 0.0 - _float(index, node, CIM["RotatingMachine.p"], 0.0),  # 0.0 − x: a zero stays +0.0 both ways
+            "q_mvar": 0.0 - _float(index, node, CIM["RotatingMachine.q"], 0.0),
+            "rated_s_mva": _float(index, node, CIM["RotatingMachine.ratedS"]),
+            "rated_u_kv": _float(index, node, CIM["RotatingMachine.ratedU"]),
+            "min_q_mvar": _float(index, node, CIM["SynchronousMachine.minQ"]),
+            "max_q_mvar": _float(index, node, CIM["SynchronousMachine.maxQ"]),
+            "control_enabled": enabled,
+            "vm_target_kv": target_kv,
+            "reference_priority": int(index.value(node, CIM["SynchronousMachine.referencePriority"], 0)),
+            "profile": str(index.value(node, GT.profile, "")),
+        }
+
+
+def write_synchronous_machines(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.SynchronousMachine, _iris(row, iri_of, "bus"))
+        w.add(node, CIM["RotatingMachine.p"], 0.0 - row["p_mw"])
+        w.add(node, CIM["RotatingMachine.q"], 0.0 - row["q_mvar"])
+        w.add(node, CIM["RotatingMachine.ratedS"], row["rated_s_mva"])
+        w.add(node, CIM["RotatingMachine.ratedU"], row["rated_u_kv"])
+        w.add(node, CIM["SynchronousMachine.minQ"], row["min_q_mvar"])
+        w.add(node, CIM["SynchronousMachine.maxQ"], row["max_q_mvar"])
+        w.add(node, CIM["SynchronousMachine.referencePriority"], row["reference_priority"] or None)
+        w.add(node, CIM["RegulatingCondEq.controlEnabled"], row["control_enabled"])
+        w.add(node, GT.profile, row["profile"])
+        if row["vm_target_kv"] is not None:
+            control = w.node(part_iri(row, "RegulatingControl"), CIM.RegulatingControl)
+            w.graph.add((node, REG_CONTROL, control))
+            w.graph.add((control, CIM["RegulatingControl.mode"], CIM["RegulatingControlModeKind.voltage"]))
+            w.ref(control, RC_TERMINAL, w.terminal_iri(row, 1))
+            w.add(control, CIM["RegulatingControl.targetValue"], row["vm_target_kv"])
+            w.add(control, CIM["RegulatingControl.enabled"], True)
+
+
+def read_asynchronous_machines(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.AsynchronousMachine):
+        parts, bus = _one_terminal(index, node)
+        kind = index.value(node, CIM["AsynchronousMachine.asynchronousMachineType"], MOTOR_KIND)
+        if str(kind) != str(MOTOR_KIND):
+            raise CodecError(str(node), "only motors (cim:AsynchronousMachineKind.motor) are supported, not asynchronous generators")
+        yield {
+            **_common(index, node, parts),
+            "bus": bus,
+            "p_mw": _float(index, node, CIM["RotatingMachine.p"], 0.0),
+            "q_mvar": _float(index, node, CIM["RotatingMachine.q"], 0.0),
+            "rated_u_kv": _float(index, node, CIM["RotatingMachine.ratedU"]),
+            "rated_mechanical_p_mw": _float(index, node, CIM["AsynchronousMachine.ratedMechanicalPower"]),
+            "efficiency_percent": _float(index, node, CIM["AsynchronousMachine.efficiency"], 100.0),
+            "rated_power_factor": _float(index, node, CIM["AsynchronousMachine.ratedPowerFactor"]),
+            "locked_rotor_current_ratio": _float(index, node, CIM["AsynchronousMachine.iaIrRatio"]),
+            "locked_rotor_rx_ratio": _float(index, node, CIM["AsynchronousMachine.rxLockedRotorRatio"]),
+        }
+
+
+def write_asynchronous_machines(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.AsynchronousMachine, _iris(row, iri_of, "bus"))
+        w.graph.add((node, CIM["AsynchronousMachine.asynchronousMachineType"], MOTOR_KIND))
+        w.add(node, CIM["RotatingMachine.p"], row["p_mw"])
+        w.add(node, CIM["RotatingMachine.q"], row["q_mvar"])
+        w.add(node, CIM["RotatingMachine.ratedU"], row["rated_u_kv"])
+        w.add(node, CIM["AsynchronousMachine.ratedMechanicalPower"], row["rated_mechanical_p_mw"])
+        w.add(node, CIM["AsynchronousMachine.efficiency"], row["efficiency_percent"])
+        w.add(node, CIM["AsynchronousMachine.ratedPowerFactor"], row["rated_power_factor"])
+        w.add(node, CIM["AsynchronousMachine.iaIrRatio"], row["locked_rotor_current_ratio"])
+        w.add(node, CIM["AsynchronousMachine.rxLockedRotorRatio"], row["locked_rotor_rx_ratio"])
+
+
+WINDINGS = (("hv", ""), ("mv", "2"), ("lv", "3"))  # end 1, 2, 3: bus prefix and impedance suffix
+
+
+def read_three_winding_transformers(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.PowerTransformer):
+        ends = {int(index.value(e, END_NUMBER, 0)): e for e in index.referrers(END_TRAFO, node)}
+        if sorted(ends) == [1, 2, 3]:
+            yield _three_winding_row(index, node, ends)
+
+
+def _three_winding_row(index: GraphIndex, node, ends: dict) -> dict:
+    row = _common(index, node, {})
+    for number, (side, suffix) in enumerate(WINDINGS, start=1):
+        end = ends[number]
+        terminal = index.value(end, END_TERMINAL)
+        row["part_iris"][f"End{number}"] = str(end)
+        row["part_iris"][f"T{number}"] = str(terminal)
+        row[f"{side}_bus"] = index.ref(terminal, T_NODE)
+        row[f"vn_{side}_kv"] = _float(index, end, CIM["PowerTransformerEnd.ratedU"])
+        row[f"sn_{side}_mva"] = _float(index, end, CIM["PowerTransformerEnd.ratedS"])
+        row[f"r{suffix}_ohm"] = _float(index, end, CIM["PowerTransformerEnd.r"], 0.0)
+        row[f"x{suffix}_ohm"] = _float(index, end, CIM["PowerTransformerEnd.x"], 0.0)
+        if number == 1:
+            row["g_s"] = _float(index, end, CIM["PowerTransformerEnd.g"], 0.0)
+            row["b_s"] = _float(index, end, CIM["PowerTransformerEnd.b"], 0.0)
+        else:
+            row[f"phase_angle_clock{number}"] = int(index.value(end, CIM["PowerTransformerEnd.phaseAngleClock"], 0))
+    row.update(_read_tap_changer(index, ends, row["part_iris"], sides={1: "hv", 2: "mv", 3: "lv"}))
+    return row
+
+
+def write_three_winding_transformers(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.PowerTransformer, _iris(row, iri_of, "hv_bus", "mv_bus", "lv_bus"))
+        for number, (side, suffix) in enumerate(WINDINGS, start=1):
+            end = w.node(part_iri(row, f"End{number}"), CIM.PowerTransformerEnd)
+            w.graph.add((end, END_TRAFO, node))
+            w.add(end, END_NUMBER, number)
+            w.ref(end, END_TERMINAL, w.terminal_iri(row, number))
+            w.add(end, CIM["PowerTransformerEnd.ratedU"], row[f"vn_{side}_kv"])
+            w.add(end, CIM["PowerTransformerEnd.ratedS"], row[f"sn_{side}_mva"])
+            w.add(end, CIM["PowerTransformerEnd.r"], row[f"r{suffix}_ohm"])
+            w.add(end, CIM["PowerTransformerEnd.x"], row[f"x{suffix}_ohm"])
+            w.add(end, CIM["PowerTransformerEnd.g"], row["g_s"] if number == 1 else 0.0)
+            w.add(end, CIM["PowerTransformerEnd.b"], row["b_s"] if number == 1 else 0.0)
+            w.add(end, CIM["PowerTransformerEnd.phaseAngleClock"], row[f"phase_angle_clock{number}"] if number > 1 else 0)
+        if row["tap_side"]:
+            end_number = {"hv": 1, "mv": 2, "lv": 3}[row["tap_side"]]
+            _write_tap_changer(w, row, end=part_iri(row, f"End{end_number}"))
+
+
+def read_equivalent_branches(index: GraphIndex) -> Iterator[dict]:
+    kinds = {cls: kind for kind, cls in BRANCH_CLASSES.items()}
+    for node in sorted({n for cls in BRANCH_CLASSES.values() for n in index.instances(cls)}):
+        parts, from_bus, to_bus = _two_terminals(index, node)
+        kind = next(kinds[t] for t in index.types(node) if t in kinds)
+        cls = BRANCH_CLASSES[kind].fragment
+        yield {
+            **_common(index, node, parts),
+            "from_bus": from_bus,
+            "to_bus": to_bus,
+            "kind": kind,
+            "r_ohm": _float(index, node, CIM[f"{cls}.r"]),
+            "x_ohm": _float(index, node, CIM[f"{cls}.x"]),
+            "r21_ohm": _float(index, node, CIM["EquivalentBranch.r21"]) if kind == "equivalent" else None,
+            "x21_ohm": _float(index, node, CIM["EquivalentBranch.x21"]) if kind == "equivalent" else None,
+        }
+
+
+def write_equivalent_branches(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        rdf_class = BRANCH_CLASSES[row["kind"]]
+        node = w.equipment(row, rdf_class, _iris(row, iri_of, "from_bus", "to_bus"))
+        w.add(node, CIM[f"{rdf_class.fragment}.r"], row["r_ohm"])
+        w.add(node, CIM[f"{rdf_class.fragment}.x"], row["x_ohm"])
+        w.add(node, CIM["EquivalentBranch.r21"], row["r21_ohm"])
+        w.add(node, CIM["EquivalentBranch.x21"], row["x21_ohm"])
+
+
+def read_equivalent_injections(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.EquivalentInjection):
+        parts, bus = _one_terminal(index, node)
+        status = bool(index.value(node, CIM["EquivalentInjection.regulationStatus"], False))
+        target_kv = _float(index, node, CIM["EquivalentInjection.regulationTarget"])
+        if status and target_kv is None:
+            raise CodecError(str(node), "a regulating equivalent injection needs cim:EquivalentInjection.regulationTarget in kV")
+        yield {
+            **_common(index, node, parts),
+            "bus": bus,
+            "p_mw": _float(index, node, CIM["EquivalentInjection.p"], 0.0),
+            "q_mvar": _float(index, node, CIM["EquivalentInjection.q"], 0.0),
+            "regulation_capability": bool(index.value(node, CIM["EquivalentInjection.regulationCapability"], status)),
+            "regulation_status": status,
+            "vm_target_kv": target_kv,
+            "min_q_mvar": _float(index, node, CIM["EquivalentInjection.minQ"]),
+            "max_q_mvar": _float(index, node, CIM["EquivalentInjection.maxQ"]),
+        }
+
+
+def write_equivalent_injections(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.EquivalentInjection, _iris(row, iri_of, "bus"))
+        w.add(node, CIM["EquivalentInjection.p"], row["p_mw"])
+        w.add(node, CIM["EquivalentInjection.q"], row["q_mvar"])
+        w.add(node, CIM["EquivalentInjection.regulationCapability"], row["regulation_capability"])
+        w.add(node, CIM["EquivalentInjection.regulationStatus"], row["regulation_status"])
+        w.add(node, CIM["EquivalentInjection.regulationTarget"], row["vm_target_kv"])
+        w.add(node, CIM["EquivalentInjection.minQ"], row["min_q_mvar"])
+        w.add(node, CIM["EquivalentInjection.maxQ"], row["max_q_mvar"])
+
+
+def read_equivalent_shunts(index: GraphIndex) -> Iterator[dict]:
+    for node in index.instances(CIM.EquivalentShunt):
+        parts, bus = _one_terminal(index, node)
+        yield {**_common(index, node, parts), "bus": bus, "g_s": _float(index, node, CIM["EquivalentShunt.g"], 0.0),
+               "b_s": _float(index, node, CIM["EquivalentShunt.b"], 0.0)}
+
+
+def write_equivalent_shunts(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.EquivalentShunt, _iris(row, iri_of, "bus"))
+        w.add(node, CIM["EquivalentShunt.g"], row["g_s"])
+        w.add(node, CIM["EquivalentShunt.b"], row["b_s"])
+
+
+ELEMENT_READERS = {
+    "ThreeWindingTransformer": read_three_winding_transformers,
+    "ShuntCompensator": read_shunt_compensators,
+    "SynchronousMachine": read_synchronous_machines,
+    "AsynchronousMachine": read_asynchronous_machines,
+    "EquivalentBranch": read_equivalent_branches,
+    "EquivalentInjection": read_equivalent_injections,
+    "EquivalentShunt": read_equivalent_shunts,
+}
+
+
 WRITERS = [
     ("ExternalGrid", write_external_grids),
     ("Line", write_lines),
@@ -587,6 +920,13 @@ WRITERS = [
     ("Storage", write_storages),
     ("EVCharger", lambda w, rows, iri_of: write_consumers(w, rows, iri_of, charger=True)),
     ("Meter", write_meters),
+    ("ShuntCompensator", write_shunt_compensators),
+    ("SynchronousMachine", write_synchronous_machines),
+    ("AsynchronousMachine", write_asynchronous_machines),
+    ("ThreeWindingTransformer", write_three_winding_transformers),
+    ("EquivalentBranch", write_equivalent_branches),
+    ("EquivalentInjection", write_equivalent_injections),
+    ("EquivalentShunt", write_equivalent_shunts),
 ]
 
 
@@ -608,3 +948,4 @@ def rows_to_graph(grid: dict, rows: dict[str, list[dict]], iri_of: dict[str, dic
     for model_name, writer in WRITERS:
         writer(w, rows[model_name], iri_of)
     return w.graph
+

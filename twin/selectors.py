@@ -64,7 +64,8 @@ def buses_behind_transformers(grid: models.Grid) -> dict[int, str]:
 def bus_of_measured(grid: models.Grid) -> dict[str, int]:
     """Measured IRI (a bus, or an asset connected to one bus) → the bus id, for the meters of a grid."""
     found = dict(models.Bus.objects.filter(grid=grid).values_list("iri", "id"))
-    for model in (models.Load, models.StaticGenerator, models.Storage, models.EVCharger, models.ExternalGrid):
+    for model in (models.Load, models.StaticGenerator, models.Storage, models.EVCharger, models.ExternalGrid, models.ShuntCompensator,
+                  models.SynchronousMachine, models.AsynchronousMachine, models.EquivalentInjection, models.EquivalentShunt):
         found.update(model.objects.filter(grid=grid).values_list("iri", "bus_id"))
     return found
 
@@ -72,14 +73,12 @@ def bus_of_measured(grid: models.Grid) -> dict[str, int]:
 def grid_rows(grid: models.Grid, iris: set[str] | None = None) -> tuple[dict, dict[str, list[dict]], dict[str, dict]]:
     """A grid's rows as `values()` dicts per model (optionally only those with the given IRIs) and the IRI maps.
 
-    Retired meters (dropped by a re-publish, kept for their readings) are not part of the grid's model: they are
+    Retired rows (dropped by a write, kept for their readings or results) are not part of the grid's model: they are
     left out, so the grid's RDF form (export, the context a change is validated in) is the grid as last published.
     """
     rows = {}
     for name in ROW_MODELS:
-        queryset = getattr(models, name).objects.filter(grid=grid).order_by("id")
-        if name == "Meter":
-            queryset = queryset.filter(retired_at__isnull=True)
+        queryset = getattr(models, name).objects.filter(grid=grid, retired_at__isnull=True).order_by("id")
         if iris is None:
             rows[name] = list(queryset.values())
         else:
@@ -107,7 +106,7 @@ def neighbourhood_graph(grid: models.Grid, change: RdfDocument) -> Graph:
         r[f]
         for name in ROW_MODELS[3:]
         for r in getattr(models, name).objects.filter(grid=grid, iri__in=referenced).values()
-        for f in ("bus_id", "other_bus_id", "from_bus_id", "to_bus_id", "hv_bus_id", "lv_bus_id")
+        for f in ("bus_id", "other_bus_id", "from_bus_id", "to_bus_id", "hv_bus_id", "mv_bus_id", "lv_bus_id")
         if r.get(f)
     }
     referenced |= set(models.Bus.objects.filter(id__in=bus_ids).values_list("iri", flat=True))

@@ -6,9 +6,13 @@ Ownership is provenance, not a writable field. Two rules of every write, each st
   consented to own assets in this grid (an `OwnerConsent` for the grid's IRI). Anything else is refused with
   one message, whether or not the named participant exists, so a refusal reveals nothing about who is registered.
   The owner field never moves readings: those belong to `Meter.telemetry_owner`, which only ingest sets.
-* **Retire, never delete, what has readings** (`_stale_meters_remove`): a re-publish that drops a meter with
-  readings retires it (`retired_at`, out of service) instead of deleting it; retired meters are left out of the
-  grid's RDF form and of the re-publish diff, and an upload that brings the meter's IRI back un-retires it.
+* **Retire, never delete, what anything refers to** (`_stale_rows_remove`): a re-publish that drops a row that has
+  readings (a meter), results (a bus, line, transformer, load … named by a load-flow run) or that a kept row refers
+  to retires it (`retired_at`, out of service) instead of deleting it; retired rows are left out of the grid's
+  content, RDF form, versions and load flows and out of the re-publish diff, and an upload that brings the IRI back
+  un-retires the same row.
+
+Every write ends by recording the grid's next version (`twin.history.grid_version_record`) when its content changed.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import transaction
+from django.db.models import CASCADE, DO_NOTHING, Exists, OuterRef, Q
 from django.utils import timezone
 from rdflib import Graph
 
@@ -26,7 +30,8 @@ from ontology.document import RdfDocument, term_key
 from ontology.errors import OntologyError
 from ontology.namespaces import GT
 from ontology.validation import ValidationReport, Violation, normalise_numbers, validate
-from twin import models
+from twin import history, models
+from twin.history import Author
 from twin.rdf_codec import CodecError, GridRows, graph_to_rows, rows_to_graph
 from twin.selectors import chunks, grid_rows, neighbourhood_graph
 
@@ -41,6 +46,7 @@ FOREIGN_KEYS = {
     "from_bus": "Bus",
     "to_bus": "Bus",
     "hv_bus": "Bus",
+    "mv_bus": "Bus",
     "lv_bus": "Bus",
 }
 OWNER_REFUSED = "gt:owner names a participant that has not consented to own assets in this grid"
@@ -104,12 +110,14 @@ def _check(graph: Graph | RdfDocument, *, context: Graph | None = None, partial:
 
 
 @transaction.atomic
-def grid_import_graph(*, graph: Graph | RdfDocument, participant: models.Participant, source: str = "") -> ImportResult:
+def grid_import_graph(*, graph: Graph | RdfDocument, participant: models.Participant, source: str = "",
+                      author: Author | None = None) -> ImportResult:
     """Validate a whole-grid graph and make the stored grid equal to it, or write nothing.
 
     Idempotent by IRI: the same graph twice changes nothing; an edited graph updates rows in place
-    and rows whose IRI is no longer in the graph are deleted, except meters with readings, which are
-    retired (module docstring). Asset owners other than the uploader need their consent. Raises
+    and rows whose IRI is no longer in the graph are deleted, or retired when something refers to them
+    (module docstring). A change of content records the grid's next version, by `author` (default: the
+    participant, via the source's kind). Asset owners other than the uploader need their consent. Raises
     ShapeViolation (422) or IriConflict (409).
     """
     rows = _check(graph)
@@ -118,7 +126,7 @@ def grid_import_graph(*, graph: Graph | RdfDocument, participant: models.Partici
         raise ShapeViolation(ValidationReport([Violation(
             focus_node=grid_row["iri"], path=str(GT.owner), value=grid_row["owner"],
             message="a participant can only publish its own grids: gt:owner must be the uploading participant")]))
-    _lock_grid_iri(grid_row["iri"])
+    history.lock_grid_iri(grid_row["iri"])
     grid = models.Grid.objects.select_for_update().filter(iri=grid_row["iri"]).first()
     created = grid is None
     if grid is None:
@@ -129,48 +137,37 @@ def grid_import_graph(*, graph: Graph | RdfDocument, participant: models.Partici
     _write_rows(grid, rows, result, delete_missing=True)
     if not created and (result.changed or grid.name != grid_row["name"]):
         grid.name = grid_row["name"]
-        grid.version += 1
         grid.source = source or grid.source
-        grid.save(update_fields=["name", "version", "source", "updated_at"])
+        grid.save(update_fields=["name", "source", "updated_at"])
+    history.grid_version_record(grid=grid, author=author or Author(via=source.split(":")[0] or "import", participant=participant))
     return result
 
 
-def _lock_grid_iri(iri: str) -> None:
-    """Serialise the writes of one grid IRI until the transaction ends, whether or not the grid exists yet.
-
-    `select_for_update` locks rows that exist: two first uploads of a grid both find none, both insert, and the
-    second ends in an IntegrityError. A PostgreSQL advisory lock keyed on the IRI's 64-bit hash makes the second
-    wait for the first to commit and then update the grid it made (or answer 409 if another participant's). A
-    hash collision only serialises two unrelated uploads. SQLite (the demo) serialises every write anyway.
-    """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"gridtwin.grid:{iri}"])
-
-
 @transaction.atomic
-def grid_apply_changes(*, grid: models.Grid, graph: Graph | RdfDocument) -> ImportResult:
+def grid_apply_changes(*, grid: models.Grid, graph: Graph | RdfDocument, author: Author | None = None) -> ImportResult:
     """Upsert the assets a partial graph describes into an existing grid, validating only them.
 
     Every node in `graph` is judged with its stored neighbourhood (the buses, voltages, feeders and
     assets it refers to), not the whole grid, so a feeder-sized change validates in well under a second.
     Each changed asset must be described completely, with its terminals. Nothing is deleted; a retired
-    meter described again is un-retired. Asset owners other than the grid's owner need their consent.
+    row described again is un-retired. Asset owners other than the grid's owner need their consent. A change of
+    content records the grid's next version, by `author` (default: the grid's owner, via `changes`).
     """
+    history.lock_grid_iri(grid.iri)
     grid = models.Grid.objects.select_for_update().get(pk=grid.pk)
     document = RdfDocument.from_graph(graph)
     rows = _check(document, context=neighbourhood_graph(grid, document), partial=True)
     result = ImportResult(grid=grid, created=False)
     _write_rows(grid, rows, result, delete_missing=False)
     if result.changed:
-        grid.version += 1
-        grid.save(update_fields=["version", "updated_at"])
+        grid.save(update_fields=["updated_at"])
+    history.grid_version_record(grid=grid, author=author or Author(via="changes", participant=grid.owner))
     return result
 
 
 def _write_rows(grid: models.Grid, rows: GridRows, result: ImportResult, *, delete_missing: bool) -> None:
     """Upsert the rows into the grid (whatever a row refers to first) and, with `delete_missing`, remove the rows
-    the upload no longer has, in reverse order: deleted, or for meters with readings retired."""
+    the upload no longer has, in reverse order (what refers to a row goes before it): deleted, or retired."""
     ids = {"Participant": _participant_ids(rows, grid)}
     for name in MODEL_ORDER:
         model = _model(name)
@@ -180,22 +177,125 @@ def _write_rows(grid: models.Grid, rows: GridRows, result: ImportResult, *, dele
         result.counts[name] = _upsert(model, grid, incoming, existing, ids)
         if name in ("Feeder", "BaseVoltage", "Bus"):
             ids[name] = dict(model.objects.filter(grid=grid).values_list("iri", "id"))
+    with_results = _ResultIris(grid)
     for name in reversed(MODEL_ORDER):
         model = _model(name)
         keep = {r["iri"] for r in rows.rows.get(name, [])}
-        current = model.objects.filter(grid=grid)
-        if model is models.Meter:
-            current = current.filter(retired_at__isnull=True)  # retired already: not in the diff, nothing to do again
-        stale = [pk for iri, pk in current.values_list("iri", "id") if iri not in keep] if delete_missing else []
-        if model is models.Meter:
-            result.counts[name]["retired"], stale = _stale_meters_remove(stale)
-        for part in chunks(stale):
-            model.objects.filter(id__in=part).delete()
-        result.counts[name]["deleted"] = len(stale)
+        current = model.objects.filter(grid=grid, retired_at__isnull=True)  # retired already: not in the diff, nothing to do again
+        stale = [(pk, iri) for iri, pk in current.values_list("iri", "id") if iri not in keep] if delete_missing else []
+        result.counts[name]["retired"], result.counts[name]["deleted"] = _stale_rows_remove(model, stale, with_results)
 
 
-def _stale_meters_remove(meter_ids: list[int]) -> tuple[int, list[int]]:
-    """Retire the meters a re-publish dropped that have readings; returns (how many retired, ids left to delete).
+class _ResultIris:
+    """Which IRIs the grid's load-flow runs name in their results, asked for the rows a write removes only.
+
+    Snapshot results are rows (branch results, inputs, violations: by IRI; bus results by foreign key, see
+    `_referred_ids`); a time series keeps its results in arrays in the order of its `layout`. A run's layout is that
+    of the version it pinned, so one layout per pinned version is read (and each what-if's, whose scenario may have
+    changed it), not one per run; runs stored before versions existed are read one by one.
+    """
+
+    def __init__(self, grid: models.Grid):
+        self.runs = models.LoadFlowRun.objects.filter(grid=grid)
+        self.layouts: set[str] | None = None
+
+    def named(self, iris: list[str]) -> set[str]:
+        """The IRIs among `iris` that some run's results name."""
+        found = set(iris) & self._layout_iris()
+        for model in (models.BranchResult, models.LoadFlowInput, models.Violation):
+            for part in chunks(sorted(set(iris) - found)):
+                named = model.objects.filter(run__in=self.runs, asset_iri__in=part).order_by().values_list("asset_iri", flat=True)
+                found.update(named.distinct())
+        return found
+
+    def _layout_iris(self) -> set[str]:
+        if self.layouts is None:
+            solved = self.runs.exclude(layout={})
+            layouts = [solved.filter(version_id=pk).exclude(parameters__has_key="scenario").values_list("layout", flat=True).first()
+                       for pk in solved.exclude(version=None).order_by().values_list("version_id", flat=True).distinct()]
+            layouts += solved.filter(Q(version=None) | Q(parameters__has_key="scenario")).values_list("layout", flat=True)
+            self.layouts = {iri for layout in layouts if layout for iris in layout.values() for iri in iris}
+        return self.layouts
+
+
+def _stale_rows_remove(model, stale: list[tuple[int, str]], with_results: _ResultIris) -> tuple[int, int]:
+    """Remove rows a write dropped (id, IRI): retire those that anything refers to, delete the rest; (retired, deleted).
+
+    A row is referred to when a run's results name its IRI, when a row of another table points at it (a result row,
+    or a grid row kept because it was retired: the rows referring to it are removed first) or, for a meter, when it
+    has readings (`_stale_meters_remove`).
+    """
+    if not stale:
+        return 0, 0
+    ids = [pk for pk, _ in stale]
+    named = with_results.named([iri for _, iri in stale])
+    referred = {pk for pk, iri in stale if iri in named} | _referred_ids(model, ids)
+    if model is models.Meter:
+        retired_meters, _ = _stale_meters_remove([pk for pk in ids if pk not in referred])
+        referred |= set(retired_meters)
+    now = timezone.now()
+    life = {"retired_at": now, **({"in_service": False} if any(f.name == "in_service" for f in model._meta.fields) else {})}
+    for part in chunks(sorted(referred)):
+        model.objects.filter(id__in=part).update(**life)
+    gone = [pk for pk in ids if pk not in referred]
+    for part in chunks(gone):
+        model.objects.filter(id__in=part).delete()
+    return len(referred), len(gone)
+
+
+@transaction.atomic
+def grid_parts_remove(*, rows, author: Author) -> dict[str, int]:
+    """Remove grid rows of one model (the admin's delete) by the rule of every write: what anything refers to is retired,
+    the rest deleted; then each grid touched records its next version. Live rows that depend on a removed row go the same
+    way first (its lines and loads with a bus), or lose the reference where it is optional (a feeder)."""
+    model = rows.model
+    by_grid: dict[int, list[tuple[int, str]]] = {}
+    for pk, iri, grid_id in rows.filter(retired_at__isnull=True).values_list("id", "iri", "grid_id"):
+        by_grid.setdefault(grid_id, []).append((pk, iri))
+    counts = {"retired": 0, "deleted": 0}
+    for grid in models.Grid.objects.filter(pk__in=list(by_grid)).order_by("id"):
+        history.lock_grid_iri(grid.iri)
+        with_results = _ResultIris(grid)
+        _dependents_remove(model, [pk for pk, _ in by_grid[grid.pk]], with_results, counts)
+        retired, deleted = _stale_rows_remove(model, by_grid[grid.pk], with_results)
+        counts["retired"] += retired
+        counts["deleted"] += deleted
+        history.grid_version_record(grid=grid, author=author)
+    return counts
+
+
+def _dependents_remove(model, ids: list[int], with_results: _ResultIris, counts: dict[str, int]) -> None:
+    """Before rows of `model` go, the live grid rows that refer to them: removed (references that cascade) or unset."""
+    for relation in model._meta.get_fields(include_hidden=True):
+        dependent = relation.related_model
+        if not relation.one_to_many or not relation.auto_created or not any(f.name == "retired_at" for f in dependent._meta.fields):
+            continue
+        live = dependent.objects.filter(**{f"{relation.field.attname}__in": ids}, retired_at__isnull=True)
+        if relation.on_delete is CASCADE:
+            found = list(live.values_list("id", "iri"))
+            _dependents_remove(dependent, [pk for pk, _ in found], with_results, counts)
+            retired, deleted = _stale_rows_remove(dependent, found, with_results)
+            counts["retired"] += retired
+            counts["deleted"] += deleted
+        else:
+            live.update(**{relation.field.attname: None})
+
+
+def _referred_ids(model, ids: list[int]) -> set[int]:
+    """The ids among `ids` that a row of another table points at by foreign key (results, readings, kept grid rows)."""
+    found: set[int] = set()
+    for relation in model._meta.get_fields(include_hidden=True):  # results point at buses with related_name="+": hidden
+        if not relation.one_to_many or not relation.auto_created or relation.on_delete is DO_NOTHING:
+            continue  # readings (no constraint, a scan of all of a meter's readings): the meters' own rule asks for them
+        column = relation.field.attname
+        for part in chunks(ids):
+            referring = relation.related_model._base_manager.filter(**{f"{column}__in": part}).order_by()
+            found.update(referring.values_list(column, flat=True).distinct())
+    return found
+
+
+def _stale_meters_remove(meter_ids: list[int]) -> tuple[list[int], list[int]]:
+    """The meters a re-publish dropped that have readings, to retire, and the ids of the others: (with, without).
 
     A meter has readings when ingest fixed its `telemetry_owner` (or, for readings stored before provenance was
     recorded, when it has a latest value). The rows are locked first: a worker storing a meter's first readings
@@ -210,10 +310,7 @@ def _stale_meters_remove(meter_ids: list[int]) -> tuple[int, list[int]]:
                        .values_list("point_id", flat=True).distinct())
         for pk, owner in locked.items():
             (with_readings if owner is not None or pk in measured else without).append(pk)
-    now = timezone.now()
-    for part in chunks(with_readings):
-        models.Meter.objects.filter(id__in=part).update(retired_at=now, in_service=False)
-    return len(with_readings), without
+    return with_readings, without
 
 
 def _participant_ids(rows: GridRows, grid: models.Grid) -> dict[str, int]:
@@ -268,8 +365,7 @@ def _upsert(model, grid: models.Grid, incoming: list[dict], existing: dict, ids:
     fields: set[str] = set()
     for row in incoming:
         values = _resolve(row, ids)
-        if model is models.Meter:
-            values["retired_at"] = None  # a meter the upload describes is in use: back from retirement if it was retired
+        values["retired_at"] = None  # a row the upload describes is in use: back from retirement if it was retired
         current = existing.get(row["iri"])
         if current is None:
             to_create.append(model(grid=grid, **values))

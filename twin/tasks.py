@@ -4,23 +4,30 @@ A time series fans out as a group of chunk tasks (no result backend needed): eac
 its chunk and the one that completes the run finalizes it. Late acknowledgement (settings) means a
 chunk whose worker was killed is delivered again and solved again; a chunk already stored is skipped.
 Deliveries are counted in the database and capped (GRIDTWIN_LOADFLOW_MAX_ATTEMPTS: a run that kills its worker
-each time fails instead of coming back for ever), and a beat task fails the runs whose messages were lost.
+each time fails instead of coming back for ever), a restart of the database is retried (`twin.transient`), not a
+failed run, and a beat task fails the runs whose messages were lost.
 """
 
 import logging
 
 from celery import group, shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_init
 from django.db import transaction
 
 from twin.loadflow import services
+from twin.transient import DatabaseTask
 
 logger = logging.getLogger(__name__)
 
 
-@worker_process_init.connect
+@worker_init.connect
 def warm_up_loadflow(**kwargs) -> None:
-    """Pay pandapower's imports and numba compilation (~5 s) when a worker process starts, not in its first run's chunk."""
+    """Pay pandapower's imports and numba compilation (~5–10 s) once, in the worker's main process before it forks its pool.
+
+    Every pool process (and every replacement of one that died) starts warm, in milliseconds. Warming up in each pool
+    process instead took longer than Celery waits for a new pool process to report (worker_proc_alive_timeout) on a
+    busy machine: Celery killed it and started another, for ever, and the worker took no task.
+    """
     try:
         import pandapower as pp
         import pandapower.networks
@@ -32,16 +39,17 @@ def warm_up_loadflow(**kwargs) -> None:
         logger.exception("load-flow warm-up failed")
 
 
-@shared_task(bind=True, name="twin.loadflow_run", acks_late=True, reject_on_worker_lost=True)
+@shared_task(bind=True, base=DatabaseTask, name="twin.loadflow_run", acks_late=True, reject_on_worker_lost=True)
 def loadflow_run(self, run_id: int) -> None:
     """Execute a queued load-flow run; a time series dispatches its chunks to any worker."""
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    # delivered again after a lost worker, or retried after the database went away: the run is ours to take over
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered")) or self.request.retries > 0
     chunks = services.loadflow_run_execute(run_id=run_id, redelivered=redelivered)
     if chunks:
         group(loadflow_chunk.s(run_id, index) for index in chunks).apply_async()
 
 
-@shared_task(name="twin.loadflow_chunk", acks_late=True, reject_on_worker_lost=True)
+@shared_task(base=DatabaseTask, name="twin.loadflow_chunk", acks_late=True, reject_on_worker_lost=True)
 def loadflow_chunk(run_id: int, index: int) -> None:
     """Solve and store one chunk of a time series."""
     services.loadflow_chunk_solve(run_id=run_id, index=index)

@@ -137,6 +137,20 @@ OAUTH2_PROVIDER = {
     "DEFAULT_SCOPES": ["shared:read"],
     "ACCESS_TOKEN_EXPIRE_SECONDS": int(os.environ.get("GRIDTWIN_OAUTH_TOKEN_SECONDS", "3600")),
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    # The rest of RFC 9700 as well (`check --deploy` clean): the hub issues client-credentials tokens only, so
+    # refusing the implicit and password grants, plain PKCE, tokens in the query string and http redirects takes
+    # nothing away; the gates make a later insecure value an error of `check --deploy`, not a warning.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
     "SCOPES_BACKEND_CLASS": "sharing.oauth.ApiClientScopes",
     "OAUTH2_VALIDATOR_CLASS": "sharing.oauth.ApiClientValidator",
 }
@@ -149,6 +163,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Request bodies as their own components: without read-only fields, with minLength 1 where blank is refused (the
+    # schema states what the API takes, which tests/test_fuzz_schema.py holds it to).
+    "COMPONENT_SPLIT_REQUEST": True,
+    # a transformer's ratio and phase tap changers sit on the same sides: one enum for both
+    "ENUM_NAME_OVERRIDES": {"TransformerSideEnum": "twin.models.assets.Transformer.TAP_SIDES"},
 }
 
 # --- Celery ---------------------------------------------------------------------------------------
@@ -170,9 +189,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": int(os.environ.get("CELERY_UNACKED_RESTORE_THROTTLE", "10")),
 }
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Seconds a new pool process has to report before Celery kills it and starts another (Celery's default is 4): a
+# replacement for a process that died must get through Django's start on a busy machine (twin.tasks warms up before the fork).
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(os.environ.get("CELERY_WORKER_PROC_ALIVE_TIMEOUT", "30"))
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Ingest housekeeping (beat): every GRIDTWIN_INGEST_REQUEUE_EVERY_S, publish again the batches still queued
+# GRIDTWIN_INGEST_REQUEUE_AFTER_S after their last publish (the broker lost the message: a crash of Redis loses its
+# last second of writes) or running that long past the hard time limit (their worker is gone).
+GRIDTWIN_INGEST_REQUEUE_EVERY_S = float(os.environ.get("GRIDTWIN_INGEST_REQUEUE_EVERY_S", "600"))
+GRIDTWIN_INGEST_REQUEUE_AFTER_S = int(os.environ.get("GRIDTWIN_INGEST_REQUEUE_AFTER_S", "1800"))
 CELERY_BEAT_SCHEDULE = {
-    "ingest-requeue-stale-batches": {"task": "ingest.requeue_stale_batches", "schedule": 600.0},
+    "ingest-requeue-stale-batches": {"task": "ingest.requeue_stale_batches", "schedule": GRIDTWIN_INGEST_REQUEUE_EVERY_S},
     "ingest-create-partitions-ahead": {"task": "ingest.create_partitions_ahead", "schedule": 86400.0},
     "loadflow-sweep-stuck-runs": {"task": "twin.loadflow_sweep_stuck_runs", "schedule": 600.0},
 }

@@ -5,6 +5,7 @@ from rest_framework.reverse import reverse
 
 from ingest.selectors import RESOLUTION_SECONDS
 from twin import models
+from twin.api.serializers import IdField, QuerySerializer, ZonedDateTimeField
 from twin.models import QUANTITIES
 
 
@@ -36,15 +37,15 @@ class RejectedReadingSerializer(serializers.ModelSerializer):
         fields = ["position", "reason", "message", "reading"]
 
 
-class ReadingsQuerySerializer(serializers.Serializer):
+class ReadingsQuerySerializer(QuerySerializer):
     """Query parameters of GET /telemetry/readings."""
 
     point = serializers.ListField(child=serializers.CharField(), required=False, default=list,
                                   help_text="Meter id or IRI; repeat for several points.")
-    feeder = serializers.IntegerField(required=False, help_text="All points of a feeder (instead of point).")
+    feeder = IdField(required=False, help_text="All points of a feeder (instead of point).")
     quantity = serializers.ChoiceField(choices=sorted(QUANTITIES))
-    start = serializers.DateTimeField()
-    end = serializers.DateTimeField()
+    start = ZonedDateTimeField(help_text="From this time (ISO 8601 with zone).")
+    end = ZonedDateTimeField(help_text="Before this time (ISO 8601 with zone).")
     resolution = serializers.ChoiceField(choices=["raw", *RESOLUTION_SECONDS], default="raw")
     group = serializers.ChoiceField(choices=["point", "all"], default="point",
                                     help_text="`all`: one series aggregated over all the points (not with raw).")
@@ -59,11 +60,11 @@ class ReadingsQuerySerializer(serializers.Serializer):
         return attrs
 
 
-class LatestQuerySerializer(serializers.Serializer):
+class LatestQuerySerializer(QuerySerializer):
     """Query parameters of GET /telemetry/latest."""
 
-    feeder = serializers.IntegerField(required=False)
-    grid = serializers.IntegerField(required=False)
+    feeder = IdField(required=False)
+    grid = IdField(required=False)
     quantity = serializers.ChoiceField(choices=sorted(QUANTITIES), required=False)
 
     def validate(self, attrs):

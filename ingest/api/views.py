@@ -22,13 +22,6 @@ from twin.models import QUANTITIES
 IDEMPOTENCY_KEY_MAX_CHARS = 200
 
 
-def query(serializer_class, request) -> dict:
-    """The request's query parameters, validated by `serializer_class` (400 with the field errors otherwise)."""
-    found = serializer_class(data=request.query_params)
-    found.is_valid(raise_exception=True)
-    return found.validated_data
-
-
 class Overloaded(APIException):
     """The workers' backlog is full: the upload is shed at the edge (nothing stored) and retried by the gateway later."""
 
@@ -116,7 +109,7 @@ class ReadingsViewSet(PolicyViewSet):
 
     @extend_schema(parameters=[ReadingsQuerySerializer], responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        params = query(ReadingsQuerySerializer, request)
+        params = ReadingsQuerySerializer.of(request)
         points = points_in_scope(self.get_queryset(), keys=params["point"], feeder=params.get("feeder"))
         spec = QUANTITIES[params["quantity"]]
         try:
@@ -139,7 +132,7 @@ class LatestReadingsViewSet(PolicyViewSet):
 
     @extend_schema(parameters=[LatestQuerySerializer], responses={200: OpenApiTypes.OBJECT})
     def list(self, request):
-        params = query(LatestQuerySerializer, request)
+        params = LatestQuerySerializer.of(request)
         meters = self.get_queryset()
         meters = meters.filter(feeder_id=params["feeder"]) if "feeder" in params else meters.filter(grid_id=params["grid"])
         if not meters.exists():

@@ -13,31 +13,47 @@ any parser runs), merged by mRID, and mapped onto the CIM100 subset gridtwin spe
   and dropped, the others become bus–bus switches;
 * lines keep their total r, x, bch, gch; the rated current is the smallest PATL CurrentLimit on the
   line or its terminals (A → kA); a missing length becomes 1 km (it does not enter the load flow);
-* transformers get the HV end as end 1 (phaseAngleClock re-referred to it) and keep r, x, g, b per
-  end. CGMES states the magnetising susceptance ``b`` with the sign of its admittance (NEPLAN writes
-  it negative), gridtwin keeps its magnitude: b ≥ 0 is the inductive magnetising branch, as in
-  `ontology.converters.pandapower_net` and pandapower's own CIM converter (``i0`` from ``√(b² + g²)``).
-  The RatioTapChanger step comes from SSH, else SvTapStep, else normalStep;
-* the slack is every ExternalNetworkInjection whose control is not switched off; without one, a
-  regulating EquivalentInjection, else the SynchronousMachine with the best (lowest positive)
-  referencePriority. Its voltage setpoint is the RegulatingControl target (kV), else the SV voltage
-  at its bus, else the bus's nominal voltage; its angle is the SV angle at its bus;
-* loads, machines and injections take p/q from SSH, else from the SvPowerFlow at their terminal,
-  else 0; powers keep CIM's load sign convention. Machines, PQ injections and CGMES 3.0
-  PowerElectronicsConnections become inverter-style static generators; machine voltage control is not
-  modelled (they are PQ injections at their SSH/SV setpoint);
-* equipment is out of service when CGMES 3.0 says so (Equipment.inService / normallyInService) or
-  when any of its terminals is disconnected;
+* a set is complete or refused: EQ and TP, SSH for CGMES 2.4.15 / 3.0 (older CIM 16 sets may bring SV
+  instead), every model a header depends on (the boundary set EQ_BD / TP_BD included); a terminal on a
+  TopologicalNode no file defines names its equipment and the missing boundary; the same mRID typed by two
+  files of one profile (two models sharing mRIDs) is refused;
+* boundary points (TP_BD) take the nominal voltage of the model-side node their line reaches when the two
+  differ (a 400 kV boundary point on a 380 kV line): the twin holds per-unit voltages continuous along a line;
+* two- and three-winding transformers: ends numbered from HV, each end's r, x (ohm at its own ratedU: the star
+  values for three windings), g, b; CIM's magnetising b (y = g + jb, negative for an inductive branch) is
+  flipped into the form's b ≥ 0 inductive; clocks relative to end 1; a winding on a node of another voltage
+  level (its BaseVoltage, or ratedU off by more than a factor 1.5) is refused by name. Tap steps, and shunt
+  sections, are the solved ones (SvTapStep, SvShuntCompensatorSections) where the set has an SV profile —
+  the twin has no tap or shunt controllers, so these reproduce the SV solution — else SSH, else normal
+  (`StateChoice`); a step or section count outside its range is refused naming the changer. Phase-shifting
+  tap changers become the form's linear one, exact at the step they stand at (`write_phase_tap_changer`);
+* the slack: the in-service ExternalNetworkInjections / SynchronousMachines with the best (lowest positive)
+  referencePriority; else every ExternalNetworkInjection whose control is not switched off; else regulating
+  EquivalentInjections; else the largest voltage-controlling machine. It is written as
+  cim:ExternalNetworkInjection (the twin's solvers take their reference from one) at its voltage target and
+  the SV angle of its bus;
+* synchronous machines are cim:SynchronousMachine: PV at their RegulatingControl target (kV) when the control
+  and RegulatingCondEq.controlEnabled are on, with reactive limits from the ReactiveCapabilityCurve at their p,
+  else minQ/maxQ; PQ otherwise. A control on a remote node becomes local at the SV voltage of the machine's
+  node (the form regulates the machine's own terminal); a control naming a terminal no file defines is refused;
+* shunt compensators (linear, non-linear with their points), asynchronous machines (motors), EquivalentBranch,
+  SeriesCompensator, EquivalentShunt and EquivalentInjection (PV when regulating) map onto the form of the same
+  CIM class; loads, injections and machines take p/q from SSH, else from the SvPowerFlow at their terminal,
+  else 0, in CIM's load sign convention. PowerElectronicsConnections (3.0) and non-slack
+  ExternalNetworkInjections are static generators;
+* equipment is out of service when SSH Equipment.inService, else SV SvStatus.inService, else EQ
+  normallyInService says so (CGMES 3.0), or when any of its terminals is disconnected;
 * SvVoltage (kV, degrees) on TopologicalNodes is kept.
 
-Equipment that carries power but has no place in gridtwin (three-winding transformers, shunt
-compensators, phase shifters, HVDC, …) raises `ConversionError` naming the object; diagram layout,
-geography, containers and other power-free classes are ignored.
+Equipment that carries power but has no place in gridtwin (static VAR compensators, HVDC, …) raises
+`ConversionError` naming the object; diagram layout, geography, containers and other power-free classes are
+ignored.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from collections import defaultdict
@@ -86,18 +102,8 @@ SWITCH_KINDS = {
 }
 CONSUMER_CLASSES = ("EnergyConsumer", "ConformLoad", "NonConformLoad", "StationSupply")
 UNSUPPORTED_CLASSES = (
-    "LinearShuntCompensator",
-    "NonlinearShuntCompensator",
     "StaticVarCompensator",
-    "SeriesCompensator",
-    "EquivalentBranch",
-    "EquivalentShunt",
-    "AsynchronousMachine",
     "EnergySource",
-    "PhaseTapChangerLinear",
-    "PhaseTapChangerSymmetrical",
-    "PhaseTapChangerAsymmetrical",
-    "PhaseTapChangerTabular",
     "ACDCConverter",
     "CsConverter",
     "VsConverter",
@@ -122,6 +128,8 @@ class CimModel:
     """
 
     namespace: str = ""
+    header_files: dict = field(default_factory=dict)
+    boundary_keys: set = field(default_factory=set)
     objects: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     by_type: dict = field(default_factory=lambda: defaultdict(set))
     inverse: dict = field(default_factory=lambda: defaultdict(set))
@@ -219,9 +227,10 @@ def _object_key(iri: str) -> str:
     return name if namespace or name.startswith("entsoe:") else mrid_key(iri)
 
 
-def parse_file(name: str, data: bytes, model: CimModel) -> set[str]:
-    """Parse one (checked) CGMES file into `model`; return the CIM namespaces it uses."""
+def parse_file(name: str, data: bytes, model: CimModel) -> tuple[set[str], set[str]]:
+    """Parse one (checked) CGMES file into `model`; return (the CIM namespaces it uses, the keys it types)."""
     namespaces: set[str | None] = set()
+    typed: set[str] = set()
     try:
         limits.check_depth(data, ox.RdfFormat.RDF_XML)  # deep nesting is refused before the native parser sees it
     except OntologyError as exc:
@@ -231,19 +240,21 @@ def parse_file(name: str, data: bytes, model: CimModel) -> set[str]:
             prop, ns = local_name(quad.predicate.value)
             namespaces.add(ns)
             obj = quad.object
+            key = mrid_key(quad.subject.value)
             if isinstance(obj, ox.Literal):
                 value, is_ref = obj.value, False
             elif prop == RDF_TYPE:
                 value, ns = local_name(obj.value)
                 namespaces.add(ns)
                 is_ref = False
+                typed.add(key)
             else:
                 value, is_ref = _object_key(obj.value), True
-            model.add(mrid_key(quad.subject.value), prop, value, is_ref)
+            model.add(key, prop, value, is_ref)
     except (SyntaxError, ValueError) as exc:
         raise ConversionError(f"{name}: not readable as RDF/XML: {exc}", node=name) from exc
     namespaces.discard(None)
-    return namespaces
+    return namespaces, typed
 
 
 def _profile_rank(text: str) -> int:
@@ -253,7 +264,10 @@ def _profile_rank(text: str) -> int:
 
 
 def read_model(paths: list[Path]) -> CimModel:
-    """Check every file, then parse and merge them (EQ first, so its values win where profiles disagree)."""
+    """Check every file, then parse and merge them (EQ first, so its values win where profiles disagree).
+
+    Two files of the same profile that both define one mRID (two models sharing mRIDs) are refused.
+    """
     if not paths:
         raise ConversionError("no CGMES files given")
     files = []
@@ -262,12 +276,21 @@ def read_model(paths: list[Path]) -> CimModel:
             data = path.read_bytes()
         except OSError as exc:
             raise ConversionError(f"{path.name}: cannot be read ({exc.strerror})", node=path.name) from exc
-        files.append((_profile_rank(check_xml(path, data)), path.name, data))
+        text = check_xml(path, data)
+        files.append((_profile_rank(text), path.name, data, "Boundary" in " ".join(re.findall(r"Model\.profile>([^<]+)<", text[:5000]))))
     model = CimModel()
     used: dict[str, list[str]] = defaultdict(list)
-    for _, name, data in sorted(files, key=lambda f: f[:2]):
-        for namespace in parse_file(name, data, model):
+    defined: dict[tuple[int, str], str] = {}
+    for rank, name, data, boundary in sorted(files, key=lambda f: f[:2]):
+        headers_before = set(model.instances(MD + "FullModel", DCAT_DATASET))
+        namespaces, typed = parse_file(name, data, model)
+        for namespace in namespaces:
             used[namespace].append(name)
+        for key in set(model.instances(MD + "FullModel", DCAT_DATASET)) - headers_before:
+            model.header_files[key] = name
+        _refuse_shared_mrids(model, rank, name, typed, defined)
+        if boundary:
+            model.boundary_keys |= typed
     if len(used) != 1:
         found = "; ".join(f"{ns} in {', '.join(names)}" for ns, names in used.items()) or "none"
         raise ConversionError(f"the files must use one CIM version (CGMES 2.4.15 or 3.0); found: {found}")
@@ -275,15 +298,51 @@ def read_model(paths: list[Path]) -> CimModel:
     return model
 
 
+def _refuse_shared_mrids(model: CimModel, rank: int, name: str, typed: set[str], defined: dict) -> None:
+    """An object is described once per profile: the same mRID typed by two files of one profile is two models colliding."""
+    if rank >= len(PROFILE_ORDER):
+        return  # diagram, geography … : not read
+    for key in sorted(typed):
+        other = defined.setdefault((rank, key), name)
+        if other != name and MD + "FullModel" not in model.types(key):
+            cim_class = next((t for t in model.types(key) if not t.startswith("http")), "object")
+            raise ConversionError(f"{cim_class} {key} is defined by both {other} and {name}: two models share this mRID", node=key)
+
+
+def header_profiles(model: CimModel, key: str) -> list[str]:
+    return model.objects[key].get(MD + "Model.profile", []) + model.objects[key].get(DCTERMS_CONFORMS_TO, [])
+
+
 def eq_model_iris(model: CimModel) -> list[str]:
     """The FullModel IRIs (as mRID keys) of the equipment models, boundary sets excluded."""
-    headers = model.instances(MD + "FullModel", DCAT_DATASET)
     found = []
-    for key in headers:
-        profiles = model.objects[key].get(MD + "Model.profile", []) + model.objects[key].get(DCTERMS_CONFORMS_TO, [])
-        if any("Equipment" in p and "Boundary" not in p for p in profiles):
+    for key in model.instances(MD + "FullModel", DCAT_DATASET):
+        if any("Equipment" in p and "Boundary" not in p for p in header_profiles(model, key)):
             found.append(key)
     return found
+
+
+def check_profiles(model: CimModel) -> None:
+    """A complete set: EQ and TP, SSH for CGMES (2.4.15 / 3.0; older CIM 16 sets may bring SV instead), and every
+    model a header depends on (a boundary set EQ_BD / TP_BD included). Files without headers are not judged."""
+    headers = model.instances(MD + "FullModel", DCAT_DATASET)
+    if not headers:
+        return
+    profiles = " ".join(p for key in headers for p in header_profiles(model, key))
+    non_boundary = " ".join(p for key in headers for p in header_profiles(model, key) if "Boundary" not in p)
+    given = ", ".join(sorted(model.header_files.values()))
+    cgmes = any(marker in profiles for marker in ("entsoe.eu/CIM/EquipmentCore", "CoreEquipment-EU"))
+    required = {"Equipment (EQ)": ("Equipment",), "Topology (TP)": ("Topology",)}
+    required["SteadyStateHypothesis (SSH)"] = ("SteadyStateHypothesis",) if cgmes else ("SteadyStateHypothesis", "StateVariables")
+    for label, markers in required.items():
+        if not any(m in non_boundary for m in markers):
+            raise ConversionError(f"the CGMES set has no {label} profile; files given: {given}", node=label)
+    for key in headers:
+        for dependency in model.objects[key].get(MD + "Model.DependentOn", []):
+            if dependency not in model.objects or MD + "FullModel" not in model.types(dependency):
+                raise ConversionError(
+                    f"{model.header_files.get(key, key)} depends on model {dependency}, which is not among the files given "
+                    f"({given}); a boundary set (EQ_BD, TP_BD) or another profile is missing", node=dependency)
 
 
 # --- identity -----------------------------------------------------------------------------------
@@ -378,21 +437,36 @@ class Topology:
     def connected_node(self, terminal: str, equipment: str) -> str:
         node = self.node(terminal)
         if node is None or node not in self.model.by_type["TopologicalNode"]:
-            raise ConversionError(
-                f"terminal {terminal} of {equipment} has no TopologicalNode; include the TP profile", node=equipment
-            )
+            label = describe(self.model, equipment)
+            if node is not None or self.model.value(terminal, "Terminal.ConnectivityNode") is not None:
+                named = node or self.model.value(terminal, "Terminal.ConnectivityNode")
+                raise ConversionError(
+                    f"terminal {terminal} of {label} connects to {named}, which no file defines as a TopologicalNode "
+                    "(its boundary set EQ_BD / TP_BD is missing or belongs to another model)", node=equipment)
+            raise ConversionError(f"terminal {terminal} of {label} has no TopologicalNode; include the TP profile", node=equipment)
         return node
 
     def connected(self, equipment: str) -> bool:
         return all(self.model.flag(t, "ACDCTerminal.connected", "Terminal.connected") is not False for t in self.terminals(equipment))
 
 
+def describe(model: CimModel, key: str) -> str:
+    """``Class mRID (name)`` of an object, for error messages."""
+    cim_class = next((t for t in model.types(key) if not t.startswith("http")), "object")
+    name = model.value(key, "IdentifiedObject.name")
+    return f"{cim_class} {key}" + (f" ({name})" if name else "")
+
+
 def in_service(model: CimModel, topology: Topology, key: str) -> bool:
-    """Equipment.inService (3.0 SSH), else normallyInService (3.0 EQ), else all terminals connected."""
+    """Equipment.inService (3.0 SSH), else SvStatus.inService (3.0 SV), else normallyInService (3.0 EQ); and every
+    terminal connected (an equipment open at one end carries nothing the twin can hold)."""
     state = model.flag(key, "Equipment.inService")
     if state is None:
+        statuses = model.referrers("SvStatus.ConductingEquipment", key)
+        state = model.flag(statuses[0], "SvStatus.inService") if statuses else None
+    if state is None:
         state = model.flag(key, "Equipment.normallyInService")
-    return topology.connected(key) if state is None else state
+    return state is not False and topology.connected(key)
 
 
 def write_equipment(w: FormWriter, topology: Topology, key: str, rdf_class, terminals: list[str]) -> URIRef:
@@ -457,10 +531,30 @@ def sv_voltage(model: CimModel, tn: str) -> str | None:
     return found[0] if found else None
 
 
-def write_buses(w: FormWriter, model: CimModel) -> None:
+def boundary_base_voltage(model: CimModel, topology: Topology, tn: str, base_voltage: str) -> str:
+    """A boundary point takes the nominal voltage of the model-side node its line reaches when the two differ (a 400 kV
+    boundary point on a 380 kV line): the twin, as pandapower, holds per-unit voltages continuous along a line, CGMES kV."""
+    if tn not in model.boundary_keys:
+        return base_voltage
+    own_kv = model.number(base_voltage, "BaseVoltage.nominalVoltage")
+    for terminal in sorted(model.referrers("Terminal.TopologicalNode", tn)):
+        line = model.value(terminal, "Terminal.ConductingEquipment")
+        if "ACLineSegment" not in model.types(line):
+            continue
+        for other in topology.terminals(line):
+            node = topology.node(other)
+            if node and node != tn and node not in model.boundary_keys and node in model.by_type["TopologicalNode"]:
+                found = bus_base_voltage(model, node)
+                if not math.isclose(model.number(found, "BaseVoltage.nominalVoltage"), own_kv, rel_tol=1e-6):
+                    logger.info("boundary point %s (%g kV) takes the nominal voltage of %s", tn, own_kv, node)
+                    return found
+    return base_voltage
+
+
+def write_buses(w: FormWriter, model: CimModel, topology: Topology) -> None:
     base_voltages = set()
     for tn in model.instances("TopologicalNode"):
-        base_voltage = bus_base_voltage(model, tn)
+        base_voltage = boundary_base_voltage(model, topology, tn, bus_base_voltage(model, tn))
         base_voltages.add(base_voltage)
         bus = w.node(w.iri(tn), CIM.TopologicalNode, model.value(tn, "IdentifiedObject.name"))
         w.graph.add((bus, CIM["TopologicalNode.BaseVoltage"], w.iri(base_voltage)))
@@ -527,10 +621,11 @@ def write_lines(w: FormWriter, topology: Topology) -> None:
 
 
 def transformer_ends(model: CimModel, key: str) -> list[str]:
-    """The two ends of a transformer, HV first (higher ratedU; endNumber breaks ties)."""
+    """The two or three ends of a transformer, HV first (higher ratedU; endNumber breaks ties)."""
     ends = model.referrers("PowerTransformerEnd.PowerTransformer", key)
-    if len(ends) != 2:
-        raise ConversionError(f"PowerTransformer {key} has {len(ends)} windings; only two-winding transformers are supported", node=key)
+    if len(ends) not in (2, 3):
+        raise ConversionError(f"PowerTransformer {key} has {len(ends)} windings; gridtwin holds two- and three-winding transformers",
+                              node=key)
     for end in ends:
         if model.number(end, "PowerTransformerEnd.ratedU") is None:
             raise ConversionError(f"PowerTransformerEnd {end} has no ratedU", node=end)
@@ -541,15 +636,33 @@ def transformer_ends(model: CimModel, key: str) -> list[str]:
     return sorted(ends, key=rank)
 
 
-def write_transformers(w: FormWriter, topology: Topology) -> None:
+def check_end_voltage_level(model: CimModel, topology: Topology, transformer: str, end: str, terminal: str) -> None:
+    """A winding sits on a node of its own voltage level: the node's nominal voltage is the end's BaseVoltage (when the
+    end names one) and lies within a factor 1.5 of its ratedU."""
+    node = topology.connected_node(terminal, transformer)
+    node_kv = model.number(bus_base_voltage(model, node), "BaseVoltage.nominalVoltage")
+    end_kv = model.number(model.value(end, "TransformerEnd.BaseVoltage"), "BaseVoltage.nominalVoltage")
+    rated_kv = model.number(end, "PowerTransformerEnd.ratedU")
+    if (end_kv is not None and not math.isclose(end_kv, node_kv, rel_tol=1e-3)) or not 1 / 1.5 <= rated_kv / node_kv <= 1.5:
+        raise ConversionError(
+            f"PowerTransformerEnd {end} of PowerTransformer {transformer} (ratedU {rated_kv:g} kV"
+            + (f", BaseVoltage {end_kv:g} kV" if end_kv is not None else "")
+            + f") is on TopologicalNode {node} of another voltage level ({node_kv:g} kV)", node=end)
+
+
+def write_transformers(w: FormWriter, topology: Topology, state: StateChoice) -> None:
+    """Two- and three-winding transformers: ends numbered from HV, each with its own r, x (ohm at its ratedU), g, b on the
+    ends as given (b flipped: the form's b ≥ 0 is inductive, CIM's y = g + jb has it negative), clocks relative to end 1."""
     model = topology.model
     for key in model.instances("PowerTransformer"):
         ends = transformer_ends(model, key)
         terminals = [model.value(end, "TransformerEnd.Terminal") for end in ends]
         if sorted(t or "" for t in terminals) != sorted(topology.terminals(key)):
-            raise ConversionError(f"the ends of PowerTransformer {key} do not name its two terminals", node=key)
+            raise ConversionError(f"the ends of PowerTransformer {key} do not name its {len(ends)} terminals", node=key)
+        for end, terminal in zip(ends, terminals, strict=True):
+            check_end_voltage_level(model, topology, key, end, terminal)
         transformer = write_equipment(w, topology, key, CIM.PowerTransformer, terminals)
-        rated_s_mva = model.number(ends[0], "PowerTransformerEnd.ratedS") or model.number(ends[1], "PowerTransformerEnd.ratedS")
+        rated_s_mva = [model.number(end, "PowerTransformerEnd.ratedS") for end in ends]
         clocks = [model.integer(end, "PowerTransformerEnd.phaseAngleClock") or 0 for end in ends]
         for number, (end, terminal) in enumerate(zip(ends, terminals, strict=True), start=1):
             node = w.node(w.iri(end), CIM.PowerTransformerEnd)
@@ -557,38 +670,64 @@ def write_transformers(w: FormWriter, topology: Topology) -> None:
             w.add(node, CIM["TransformerEnd.endNumber"], number)
             w.graph.add((node, CIM["TransformerEnd.Terminal"], w.iri(terminal)))
             w.add(node, CIM["PowerTransformerEnd.ratedU"], model.number(end, "PowerTransformerEnd.ratedU"))
-            w.add(node, CIM["PowerTransformerEnd.ratedS"], rated_s_mva)
+            own_s = rated_s_mva[number - 1] if len(ends) == 3 else None
+            w.add(node, CIM["PowerTransformerEnd.ratedS"], own_s or rated_s_mva[0] or next((s for s in rated_s_mva if s), None))
             for prop in ("r", "x", "g"):
                 w.add(node, CIM[f"PowerTransformerEnd.{prop}"], model.number(end, f"PowerTransformerEnd.{prop}") or 0.0)
-            w.add(node, CIM["PowerTransformerEnd.b"], abs(model.number(end, "PowerTransformerEnd.b") or 0.0))
-            # end 2's clock relative to end 1 (CIM assumes end 1 at 0; re-refer when the ends were swapped)
-            w.add(node, CIM["PowerTransformerEnd.phaseAngleClock"], 0 if number == 1 else (clocks[1] - clocks[0]) % 12)
-        write_tap_changer(w, model, key, ends)
+            w.add(node, CIM["PowerTransformerEnd.b"], 0.0 - (model.number(end, "PowerTransformerEnd.b") or 0.0))
+            # the clock of ends 2, 3 relative to end 1 (CIM assumes end 1 at 0; re-refer when the ends were reordered)
+            w.add(node, CIM["PowerTransformerEnd.phaseAngleClock"], 0 if number == 1 else (clocks[number - 1] - clocks[0]) % 12)
+        write_tap_changer(w, model, key, ends, state)
+        if len(ends) == 3:
+            _magnetising_on_end_1(w, model, ends)
 
 
-def write_tap_changer(w: FormWriter, model: CimModel, transformer: str, ends: list[str]) -> None:
-    """The RatioTapChanger of a transformer (on at most one end); step from SSH, else SV, else normal."""
+def _magnetising_on_end_1(w: FormWriter, model: CimModel, ends: list[str]) -> None:
+    """The form keeps a three-winding transformer's g, b on end 1: another end's shunt is referred to end 1's voltage."""
+    rated_kv = [model.number(end, "PowerTransformerEnd.ratedU") for end in ends]
+    g_s = sum((model.number(e, "PowerTransformerEnd.g") or 0.0) * (u / rated_kv[0]) ** 2 for e, u in zip(ends, rated_kv, strict=True))
+    b_s = sum((model.number(e, "PowerTransformerEnd.b") or 0.0) * (u / rated_kv[0]) ** 2 for e, u in zip(ends, rated_kv, strict=True))
+    for number, end in enumerate(ends, start=1):
+        node = w.iri(end)
+        w.graph.remove((node, CIM["PowerTransformerEnd.g"], None))
+        w.graph.remove((node, CIM["PowerTransformerEnd.b"], None))
+        w.add(node, CIM["PowerTransformerEnd.g"], g_s if number == 1 else 0.0)
+        w.add(node, CIM["PowerTransformerEnd.b"], 0.0 - b_s if number == 1 else 0.0)
+
+
+def tap_position(model: CimModel, changer: str, state: StateChoice) -> float | None:
+    """The step a tap changer stands at: the solved SvTapStep when the set has one (see `StateChoice`), else SSH."""
+    sv_steps = model.referrers("SvTapStep.TapChanger", changer)
+    solved = model.number(sv_steps[0], "SvTapStep.position") if sv_steps else None
+    hypothesis = model.number(changer, "TapChanger.step")
+    step = solved if state.prefer_solved and solved is not None else hypothesis if hypothesis is not None else solved
+    low, high = model.integer(changer, "TapChanger.lowStep"), model.integer(changer, "TapChanger.highStep")
+    for value in (solved, hypothesis):
+        if value is not None and low is not None and high is not None and not low <= value <= high:
+            raise ConversionError(f"{describe(model, changer)} stands at step {value:g}, outside its range {low} … {high}", node=changer)
+    return step
+
+
+def write_tap_changer(w: FormWriter, model: CimModel, transformer: str, ends: list[str], state: StateChoice) -> None:
+    """The RatioTapChanger of a transformer (on at most one end); step from SV, else SSH, else normal (`tap_position`)."""
     changers = [(end, rtc) for end in ends for rtc in model.referrers("RatioTapChanger.TransformerEnd", end)]
     for end in ends:
         for changer in model.referrers("PhaseTapChanger.TransformerEnd", end):
-            raise ConversionError(f"phase-shifting tap changer {changer} of {transformer} is not supported", node=changer)
+            write_phase_tap_changer(w, model, transformer, end, changer, state)
     if not changers:
         return
     if len(changers) > 1:
-        raise ConversionError(f"PowerTransformer {transformer} has tap changers on both ends; gridtwin keeps one", node=transformer)
+        raise ConversionError(f"PowerTransformer {transformer} has tap changers on two ends; gridtwin keeps one", node=transformer)
     end, rtc = changers[0]
     if model.value(rtc, "RatioTapChanger.RatioTapChangerTable") is not None:
-        raise ConversionError(f"tabular ratio tap changer {rtc} is not supported", node=rtc)
+        raise ConversionError(f"tabular ratio tap changer {rtc} (RatioTapChanger.RatioTapChangerTable) is not supported", node=rtc)
     steps = {name: model.integer(rtc, f"TapChanger.{name}") for name in ("lowStep", "highStep", "neutralStep")}
     for name, value in steps.items():
         if value is None:
             raise ConversionError(f"RatioTapChanger {rtc} has no {name}", node=rtc)
     normal = model.integer(rtc, "TapChanger.normalStep")
     normal = steps["neutralStep"] if normal is None else normal
-    sv_steps = model.referrers("SvTapStep.TapChanger", rtc)
-    step = model.number(rtc, "TapChanger.step")
-    if step is None and sv_steps:
-        step = model.number(sv_steps[0], "SvTapStep.position")
+    step = tap_position(model, rtc, state)
     node = w.node(w.iri(rtc), CIM.RatioTapChanger)
     w.graph.add((node, CIM["RatioTapChanger.TransformerEnd"], w.iri(end)))
     for name, value in steps.items():
@@ -596,6 +735,62 @@ def write_tap_changer(w: FormWriter, model: CimModel, transformer: str, ends: li
     w.add(node, CIM["TapChanger.normalStep"], normal)
     w.add(node, CIM["TapChanger.step"], float(normal if step is None else step))
     w.add(node, CIM["RatioTapChanger.stepVoltageIncrement"], model.number(rtc, "RatioTapChanger.stepVoltageIncrement") or 0.0)
+
+
+def phase_shift(model: CimModel, changer: str, step: float) -> tuple[float, float]:
+    """(voltage ratio, phase shift in degrees) of a phase-shifting tap changer at `step`, as IEC 61970-301 defines them
+    for linear, symmetrical and asymmetrical changers (tabular ones are refused)."""
+    types = model.types(changer)
+    n = step - (model.integer(changer, "TapChanger.neutralStep") or 0)
+    if "PhaseTapChangerLinear" in types:
+        return 1.0, n * (model.number(changer, "PhaseTapChangerLinear.stepPhaseShiftIncrement") or 0.0)
+    if "PhaseTapChangerTabular" in types:
+        raise ConversionError(f"tabular phase-shifting tap changer {changer} (PhaseTapChangerTabular) is not supported", node=changer)
+    du = n * (model.number(changer, "PhaseTapChangerNonLinear.voltageStepIncrement") or 0.0) / 100
+    if "PhaseTapChangerSymmetrical" in types:
+        return 1.0, math.degrees(2 * math.atan(du / 2))
+    theta = math.radians(model.number(changer, "PhaseTapChangerAsymmetrical.windingConnectionAngle") or 90.0)
+    shifted = complex(1 + du * math.cos(theta), du * math.sin(theta))
+    return abs(shifted), math.degrees(math.atan2(shifted.imag, shifted.real))
+
+
+def write_phase_tap_changer(w: FormWriter, model: CimModel, transformer: str, end: str, changer: str, state: StateChoice) -> None:
+    """A phase-shifting tap changer as the form's cim:PhaseTapChangerLinear (two-winding transformers).
+
+    A linear changer keeps its stepPhaseShiftIncrement; a symmetrical or asymmetrical one gets the increment that gives
+    its exact shift at the step it stands at, and the voltage-magnitude change of an asymmetrical one, |1 + n·du·e^jθ|,
+    is folded into the ratedU of its end (both exact at that step only: a later step change in the twin moves the
+    angle linearly and keeps the ratio). At its neutral step it shifts nothing and is left out; off neutral on a three-winding
+    transformer it is refused by name (the form holds phase shifters on two windings).
+    """
+    step = tap_position(model, changer, state)
+    normal = model.integer(changer, "TapChanger.normalStep")
+    step = float(step if step is not None else normal if normal is not None else model.integer(changer, "TapChanger.neutralStep") or 0)
+    ratio, shift_degree = phase_shift(model, changer, step)
+    neutral = model.integer(changer, "TapChanger.neutralStep")
+    if abs(shift_degree) < 1e-9 and abs(ratio - 1) < 1e-12:
+        logger.info("phase-shifting tap changer %s of %s stands at its neutral step; left out", changer, transformer)
+        return
+    if len(model.referrers("PowerTransformerEnd.PowerTransformer", transformer)) != 2:
+        raise ConversionError(f"{describe(model, changer)} of three-winding PowerTransformer {transformer} shifts {shift_degree:.4g}°: "
+                              "phase shifters are held on two-winding transformers only", node=changer)
+    if "PhaseTapChangerLinear" in model.types(changer):
+        increment = model.number(changer, "PhaseTapChangerLinear.stepPhaseShiftIncrement") or 0.0
+    else:
+        increment = shift_degree / (step - neutral)
+    if abs(ratio - 1) > 1e-12:
+        rated_kv = model.number(end, "PowerTransformerEnd.ratedU") * ratio
+        logger.warning("%s shifts %.6g° at step %g with a voltage ratio %.6g: folded into the ratedU of its end (%.6g kV)",
+                       changer, shift_degree, step, ratio, rated_kv)
+        w.graph.remove((w.iri(end), CIM["PowerTransformerEnd.ratedU"], None))
+        w.add(w.iri(end), CIM["PowerTransformerEnd.ratedU"], rated_kv)
+    node = w.node(w.iri(changer), CIM.PhaseTapChangerLinear)
+    w.graph.add((node, CIM["PhaseTapChanger.TransformerEnd"], w.iri(end)))
+    for name in ("lowStep", "highStep", "neutralStep"):
+        w.add(node, CIM[f"TapChanger.{name}"], model.integer(changer, f"TapChanger.{name}"))
+    w.add(node, CIM["TapChanger.normalStep"], normal if normal is not None else neutral)
+    w.add(node, CIM["TapChanger.step"], step)
+    w.add(node, CIM["PhaseTapChangerLinear.stepPhaseShiftIncrement"], float(increment))
 
 
 def write_switches(w: FormWriter, topology: Topology) -> None:
@@ -641,6 +836,100 @@ def write_loads(w: FormWriter, topology: Topology) -> None:
         w.add(node, CIM["EnergyConsumer.q"], q_mvar)
 
 
+# --- shunts -----------------------------------------------------------------------------------------
+
+
+def shunt_sections(model: CimModel, key: str, state: StateChoice) -> float:
+    """Sections in use: SvShuntCompensatorSections when solved state is preferred and given, else SSH, else normalSections."""
+    solved = [model.number(sv, "SvShuntCompensatorSections.sections")
+              for sv in model.referrers("SvShuntCompensatorSections.ShuntCompensator", key)]
+    solved = next((s for s in solved if s is not None), None)
+    hypothesis = model.number(key, "ShuntCompensator.sections")
+    normal = model.number(key, "ShuntCompensator.normalSections")
+    maximum = model.integer(key, "ShuntCompensator.maximumSections")
+    for value in (solved, hypothesis):
+        if value is not None and maximum is not None and not 0 <= value <= maximum:
+            raise ConversionError(f"{describe(model, key)} has {value:g} sections in use, outside 0 … maximumSections {maximum}", node=key)
+    chosen = solved if state.prefer_solved and solved is not None else hypothesis if hypothesis is not None else solved
+    return float(chosen if chosen is not None else normal if normal is not None else maximum or 0)
+
+
+def write_shunts(w: FormWriter, topology: Topology, state: StateChoice) -> None:
+    """Linear and non-linear shunt compensators, with the sections in use (`shunt_sections`) and their points."""
+    model = topology.model
+    for key in model.instances("LinearShuntCompensator", "NonlinearShuntCompensator"):
+        linear = "LinearShuntCompensator" in model.types(key)
+        node = write_equipment(w, topology, key, CIM.LinearShuntCompensator if linear else CIM.NonlinearShuntCompensator,
+                               exact_terminals(topology, key, 1))
+        maximum = model.integer(key, "ShuntCompensator.maximumSections")
+        nom_u_kv = model.number(key, "ShuntCompensator.nomU")
+        if not maximum or maximum < 1 or not nom_u_kv:
+            raise ConversionError(f"{describe(model, key)} needs maximumSections ≥ 1 and nomU", node=key)
+        w.add(node, CIM["ShuntCompensator.nomU"], nom_u_kv)
+        w.add(node, CIM["ShuntCompensator.sections"], shunt_sections(model, key, state))
+        w.add(node, CIM["ShuntCompensator.maximumSections"], maximum)
+        w.add(node, CIM["ShuntCompensator.normalSections"], model.integer(key, "ShuntCompensator.normalSections"))
+        if linear:
+            w.add(node, CIM["LinearShuntCompensator.bPerSection"], model.number(key, "LinearShuntCompensator.bPerSection") or 0.0)
+            w.add(node, CIM["LinearShuntCompensator.gPerSection"], model.number(key, "LinearShuntCompensator.gPerSection") or 0.0)
+            continue
+        for point in model.referrers("NonlinearShuntCompensatorPoint.NonlinearShuntCompensator", key):
+            subject = w.node(w.iri(point), CIM.NonlinearShuntCompensatorPoint)
+            w.graph.add((subject, CIM["NonlinearShuntCompensatorPoint.NonlinearShuntCompensator"], node))
+            number = model.integer(point, "NonlinearShuntCompensatorPoint.sectionNumber")
+            w.add(subject, CIM["NonlinearShuntCompensatorPoint.sectionNumber"], number)
+            w.add(subject, CIM["NonlinearShuntCompensatorPoint.b"], model.number(point, "NonlinearShuntCompensatorPoint.b") or 0.0)
+            w.add(subject, CIM["NonlinearShuntCompensatorPoint.g"], model.number(point, "NonlinearShuntCompensatorPoint.g") or 0.0)
+
+
+# --- equivalents and series compensators ------------------------------------------------------------
+
+
+def write_equivalents(w: FormWriter, topology: Topology, slacks: set[str]) -> None:
+    """EquivalentBranch, SeriesCompensator, EquivalentShunt and the EquivalentInjections that are not the slack."""
+    model = topology.model
+    for cim_class, props in (("EquivalentBranch", ("r", "x", "r21", "x21")), ("SeriesCompensator", ("r", "x"))):
+        for key in model.instances(cim_class):
+            node = write_equipment(w, topology, key, CIM[cim_class], exact_terminals(topology, key, 2))
+            for prop in props:
+                w.add(node, CIM[f"{cim_class}.{prop}"], model.number(key, f"{cim_class}.{prop}") or (0.0 if prop in ("r", "x") else None))
+    for key in model.instances("EquivalentShunt"):
+        node = write_equipment(w, topology, key, CIM.EquivalentShunt, exact_terminals(topology, key, 1))
+        w.add(node, CIM["EquivalentShunt.g"], model.number(key, "EquivalentShunt.g") or 0.0)
+        w.add(node, CIM["EquivalentShunt.b"], model.number(key, "EquivalentShunt.b") or 0.0)
+    for key in model.instances("EquivalentInjection"):
+        if key in slacks:
+            continue
+        node = write_equipment(w, topology, key, CIM.EquivalentInjection, exact_terminals(topology, key, 1))
+        p_mw, q_mvar = terminal_power(model, topology, key, "EquivalentInjection")
+        capable = bool(model.flag(key, "EquivalentInjection.regulationCapability"))
+        target_kv = model.number(key, "EquivalentInjection.regulationTarget")
+        regulating = capable and bool(model.flag(key, "EquivalentInjection.regulationStatus")) and bool(target_kv)
+        w.add(node, CIM["EquivalentInjection.p"], p_mw)
+        w.add(node, CIM["EquivalentInjection.q"], q_mvar)
+        w.add(node, CIM["EquivalentInjection.regulationCapability"], capable)
+        w.add(node, CIM["EquivalentInjection.regulationStatus"], regulating)
+        if regulating:
+            w.add(node, CIM["EquivalentInjection.regulationTarget"], target_kv)
+            w.add(node, CIM["EquivalentInjection.minQ"], model.number(key, "EquivalentInjection.minQ"))
+            w.add(node, CIM["EquivalentInjection.maxQ"], model.number(key, "EquivalentInjection.maxQ"))
+
+
+# --- machines and the slack -------------------------------------------------------------------------
+
+
+@dataclass
+class StateChoice:
+    """Which state a set's controllable positions are read from.
+
+    The twin has no tap, shunt or generator-setpoint controllers, so the positions the controllers of the solver that
+    wrote the SV profile reached (SvTapStep, SvShuntCompensatorSections) are the ones that reproduce that solution;
+    with `prefer_solved` false (or no SV) the SSH hypothesis is read. Range checks apply to both.
+    """
+
+    prefer_solved: bool = True
+
+
 @dataclass
 class Slack:
     """An injection chosen as slack and its voltage target (kV) if it states one."""
@@ -659,13 +948,20 @@ def _control_target_kv(model: CimModel, key: str) -> tuple[str | None, float | N
     return control, target
 
 
-def choose_slacks(model: CimModel) -> list[Slack]:
-    """ExternalNetworkInjections with control on; else regulating EquivalentInjections; else the best machine."""
-    slacks = [
-        Slack(k, _control_target_kv(model, k)[1])
-        for k in model.instances("ExternalNetworkInjection")
-        if model.flag(k, "RegulatingCondEq.controlEnabled") is not False
-    ]
+def _priority(model: CimModel, key: str) -> int:
+    return model.integer(key, "ExternalNetworkInjection.referencePriority", "SynchronousMachine.referencePriority") or 0
+
+
+def choose_slacks(model: CimModel, topology: Topology) -> list[Slack]:
+    """The reference: the in-service ExternalNetworkInjections / SynchronousMachines with the best (lowest positive)
+    referencePriority; else ExternalNetworkInjections with control on; else regulating EquivalentInjections; else the
+    largest voltage-controlling SynchronousMachine (by ratedS, then mRID)."""
+    candidates = [k for k in model.instances("ExternalNetworkInjection", "SynchronousMachine") if in_service(model, topology, k)]
+    ranked = sorted((_priority(model, k), k) for k in candidates if _priority(model, k) > 0)
+    if ranked:
+        return [Slack(k, _control_target_kv(model, k)[1]) for p, k in ranked if p == ranked[0][0]]
+    slacks = [Slack(k, _control_target_kv(model, k)[1]) for k in model.instances("ExternalNetworkInjection")
+              if model.flag(k, "RegulatingCondEq.controlEnabled") is not False]
     if not slacks:
         slacks = [
             Slack(k, model.number(k, "EquivalentInjection.regulationTarget"))
@@ -674,44 +970,154 @@ def choose_slacks(model: CimModel) -> list[Slack]:
             and model.flag(k, "EquivalentInjection.regulationStatus")
         ]
     if not slacks:
-        ranked = [
-            (model.integer(k, "SynchronousMachine.referencePriority"), k)
-            for k in model.instances("SynchronousMachine")
-            if (model.integer(k, "SynchronousMachine.referencePriority") or 0) > 0
-        ]
-        if ranked:
-            key = min(ranked)[1]
+        machines = [(-(model.number(k, "RotatingMachine.ratedS") or 0.0), k) for k in candidates
+                    if "SynchronousMachine" in model.types(k) and _control_target_kv(model, k)[1]
+                    and model.flag(k, "RegulatingCondEq.controlEnabled") is not False]
+        if machines:
+            key = min(machines)[1]
+            logger.warning("no referencePriority, ExternalNetworkInjection or regulating EquivalentInjection: "
+                           "SynchronousMachine %s (largest voltage-controlling machine) is the slack", key)
             slacks = [Slack(key, _control_target_kv(model, key)[1])]
-            logger.warning("no ExternalNetworkInjection; SynchronousMachine %s (best referencePriority) is the slack", key)
     if not slacks:
-        logger.warning("the model has no slack (no ExternalNetworkInjection, regulating EquivalentInjection or prioritised machine)")
+        logger.warning("the model has no slack (no ExternalNetworkInjection, regulating EquivalentInjection or "
+                       "voltage-controlling machine)")
     return slacks
 
 
+def slack_target_kv(model: CimModel, bus: str, slack: Slack) -> float:
+    """The slack's voltage target: its control's, else the SV voltage at its bus, else the bus's nominal voltage."""
+    if slack.target_kv is not None:
+        return slack.target_kv
+    sv = sv_voltage(model, bus)
+    target_kv = model.number(sv, "SvVoltage.v") or model.number(bus_base_voltage(model, bus), "BaseVoltage.nominalVoltage")
+    logger.warning("slack %s has no voltage target; using %.6g kV, %s", slack.key, target_kv,
+                   "its bus's SV voltage" if sv else "its bus's nominal voltage")
+    return target_kv
+
+
+def write_voltage_control(w: FormWriter, node: URIRef, control_key: str | None, owner: str, terminal: str, target_kv: float,
+                          enabled: bool | None = None) -> None:
+    """A cim:RegulatingControl in voltage mode on the equipment's own terminal (the form's only kind)."""
+    control = w.iri(control_key) if control_key else URIRef(f"{w.iri(owner)}#RegulatingControl")
+    w.node(control, CIM.RegulatingControl)
+    w.graph.add((node, CIM["RegulatingCondEq.RegulatingControl"], control))
+    w.graph.add((control, CIM["RegulatingControl.mode"], CIM["RegulatingControlModeKind.voltage"]))
+    w.graph.add((control, CIM["RegulatingControl.Terminal"], w.iri(terminal)))
+    w.add(control, CIM["RegulatingControl.targetValue"], float(target_kv))
+    w.add(control, CIM["RegulatingControl.enabled"], enabled)
+
+
 def write_slack(w: FormWriter, topology: Topology, slack: Slack) -> None:
-    """The slack as cim:ExternalNetworkInjection with a voltage RegulatingControl (target in kV)."""
+    """A slack ExternalNetworkInjection or EquivalentInjection as cim:ExternalNetworkInjection with its voltage and SV angle."""
     model = topology.model
     terminals = exact_terminals(topology, slack.key, 1)
     node = write_equipment(w, topology, slack.key, CIM.ExternalNetworkInjection, terminals)
     bus = topology.connected_node(terminals[0], slack.key)
-    sv = sv_voltage(model, bus)
-    target_kv = slack.target_kv
-    if target_kv is None:
-        target_kv = model.number(sv, "SvVoltage.v") or model.number(bus_base_voltage(model, bus), "BaseVoltage.nominalVoltage")
-        source = "its bus's SV voltage" if sv else "its bus's nominal voltage"
-        logger.warning("slack %s has no voltage target; using %.6g kV, %s", slack.key, target_kv, source)
-    priority = model.integer(slack.key, "ExternalNetworkInjection.referencePriority", "SynchronousMachine.referencePriority")
-    w.add(node, CIM["ExternalNetworkInjection.referencePriority"], 1 if priority is None else priority)
-    angle_degree = model.number(sv, "SvVoltage.angle")
+    w.add(node, CIM["ExternalNetworkInjection.referencePriority"], _priority(model, slack.key) or 1)
+    angle_degree = model.number(sv_voltage(model, bus), "SvVoltage.angle")
     if angle_degree:
         w.add(node, GT.voltageAngleSetpoint, angle_degree)
-    control_key = _control_target_kv(model, slack.key)[0]
-    control = w.iri(control_key) if control_key else URIRef(f"{w.iri(slack.key)}#RegulatingControl")
-    w.node(control, CIM.RegulatingControl)
-    w.graph.add((node, CIM["RegulatingCondEq.RegulatingControl"], control))
-    w.graph.add((control, CIM["RegulatingControl.mode"], CIM["RegulatingControlModeKind.voltage"]))
-    w.graph.add((control, CIM["RegulatingControl.Terminal"], w.iri(terminals[0])))
-    w.add(control, CIM["RegulatingControl.targetValue"], float(target_kv))
+    control, target_kv = local_voltage_target(model, topology, slack.key, terminals[0])
+    slack = Slack(slack.key, target_kv if "EquivalentInjection" not in model.types(slack.key) else slack.target_kv)
+    write_voltage_control(w, node, control, slack.key, terminals[0], slack_target_kv(model, bus, slack))
+
+
+def local_voltage_target(model: CimModel, topology: Topology, key: str, own_terminal: str) -> tuple[str | None, float | None]:
+    """(RegulatingControl key, target kV at the equipment's own node) of a voltage control, as the form holds it.
+
+    The form regulates the equipment's own terminal. A control on another terminal of the same node is the same control;
+    one on a remote node becomes local at the SV voltage of the equipment's node (which keeps the remote node at its
+    target in the solved state), or none without SV (a warning; the machine is then PQ). A control naming a terminal the
+    model does not define is refused by name.
+    """
+    control, target_kv = _control_target_kv(model, key)
+    terminal = model.value(control, "RegulatingControl.Terminal")
+    if control is None or terminal is None:
+        return control, target_kv
+    if terminal not in model.objects or "Terminal" not in model.types(terminal):
+        raise ConversionError(f"{describe(model, key)} is regulated by RegulatingControl {control}, whose terminal {terminal} "
+                              "no file defines", node=key)
+    own_node = topology.connected_node(own_terminal, key)
+    regulated = topology.connected_node(terminal, model.value(terminal, "Terminal.ConductingEquipment") or control)
+    if regulated == own_node:
+        return control, target_kv
+    solved_kv = model.number(sv_voltage(model, own_node), "SvVoltage.v")
+    logger.warning("%s regulates the remote node %s to %s kV; held as local regulation at %s kV (SV voltage at its node)",
+                   key, regulated, target_kv, solved_kv)
+    return control, solved_kv
+
+
+def reactive_limits(model: CimModel, key: str, p_mw: float) -> tuple[float | None, float | None]:
+    """(minQ, maxQ) Mvar produced: the ReactiveCapabilityCurve at the machine's |p| when it has one, else minQ/maxQ when
+    they span a range (some exporters write 0/0 for "see the curve"), else none."""
+    curve = model.value(key, "SynchronousMachine.InitialReactiveCapabilityCurve")
+    points = sorted((model.number(d, "CurveData.xvalue"), model.number(d, "CurveData.y1value"), model.number(d, "CurveData.y2value"))
+                    for d in model.referrers("CurveData.Curve", curve)) if curve else []
+    if points:
+        xs = [p[0] for p in points]
+        low = float(_interpolate(abs(p_mw), xs, [min(p[1], p[2]) for p in points]))
+        high = float(_interpolate(abs(p_mw), xs, [max(p[1], p[2]) for p in points]))
+        return low, high
+    min_q, max_q = model.number(key, "SynchronousMachine.minQ"), model.number(key, "SynchronousMachine.maxQ")
+    return (min_q, max_q) if min_q is not None and max_q is not None and min_q < max_q else (None, None)
+
+
+def _interpolate(x: float, xs: list[float], ys: list[float]) -> float:
+    if x <= xs[0]:
+        return ys[0]
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True), strict=False):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return ys[-1]
+
+
+def write_synchronous_machine(w: FormWriter, topology: Topology, key: str) -> None:
+    """A cim:SynchronousMachine: PV at its RegulatingControl target when its voltage control is on (and local), else PQ."""
+    model = topology.model
+    terminals = exact_terminals(topology, key, 1)
+    node = write_equipment(w, topology, key, CIM.SynchronousMachine, terminals)
+    p_mw, q_mvar = terminal_power(model, topology, key, "RotatingMachine")
+    rated_u_kv = model.number(key, "RotatingMachine.ratedU")
+    bus = topology.connected_node(terminals[0], key)
+    if not rated_u_kv:
+        rated_u_kv = model.number(bus_base_voltage(model, bus), "BaseVoltage.nominalVoltage")
+    control, target_kv = local_voltage_target(model, topology, key, terminals[0])
+    enabled = model.flag(key, "RegulatingCondEq.controlEnabled") is not False
+    enabled = enabled and model.flag(control, "RegulatingControl.enabled") is not False
+    voltage_controlled = enabled and control is not None and target_kv is not None
+    min_q, max_q = reactive_limits(model, key, p_mw)
+    w.add(node, CIM["RotatingMachine.p"], p_mw)
+    w.add(node, CIM["RotatingMachine.q"], 0.0 if voltage_controlled else q_mvar)
+    rated_s_mva = model.number(key, "RotatingMachine.ratedS")
+    w.add(node, CIM["RotatingMachine.ratedS"], rated_s_mva if rated_s_mva and rated_s_mva > 0 else None)
+    w.add(node, CIM["RotatingMachine.ratedU"], rated_u_kv)
+    w.add(node, CIM["SynchronousMachine.minQ"], min_q)
+    w.add(node, CIM["SynchronousMachine.maxQ"], max_q)
+    w.add(node, CIM["RegulatingCondEq.controlEnabled"], voltage_controlled)
+    if voltage_controlled:
+        write_voltage_control(w, node, control, key, terminals[0], target_kv, True)
+
+
+def write_asynchronous_machines(w: FormWriter, topology: Topology) -> None:
+    """Motors: cim:AsynchronousMachine with their SSH p, q (load sign) and nameplate."""
+    model = topology.model
+    for key in model.instances("AsynchronousMachine"):
+        kind = model.value(key, "AsynchronousMachine.asynchronousMachineType") or "AsynchronousMachineKind.motor"
+        if not kind.endswith("motor"):
+            raise ConversionError(f"{describe(model, key)} is an asynchronous generator; gridtwin holds motors", node=key)
+        node = write_equipment(w, topology, key, CIM.AsynchronousMachine, exact_terminals(topology, key, 1))
+        p_mw, q_mvar = terminal_power(model, topology, key, "RotatingMachine")
+        mechanical_mw = model.number(key, "AsynchronousMachine.ratedMechanicalPower")
+        if not mechanical_mw or mechanical_mw <= 0:
+            raise ConversionError(f"{describe(model, key)} has no positive ratedMechanicalPower", node=key)
+        w.graph.add((node, CIM["AsynchronousMachine.asynchronousMachineType"], CIM["AsynchronousMachineKind.motor"]))
+        w.add(node, CIM["RotatingMachine.p"], p_mw)
+        w.add(node, CIM["RotatingMachine.q"], q_mvar)
+        w.add(node, CIM["RotatingMachine.ratedU"], model.number(key, "RotatingMachine.ratedU"))
+        w.add(node, CIM["AsynchronousMachine.ratedMechanicalPower"], mechanical_mw)
+        for prop in ("AsynchronousMachine.efficiency", "AsynchronousMachine.iaIrRatio", "AsynchronousMachine.rxLockedRotorRatio"):
+            w.add(node, CIM[prop], model.number(key, prop))
+        w.add(node, CIM["AsynchronousMachine.ratedPowerFactor"], model.number(key, "RotatingMachine.ratedPowerFactor"))
 
 
 def write_generator(w: FormWriter, topology: Topology, key: str, cim_class: str, unit: URIRef, unit_class) -> URIRef:
@@ -729,21 +1135,21 @@ def write_generator(w: FormWriter, topology: Topology, key: str, cim_class: str,
 
 
 def write_injections(w: FormWriter, topology: Topology) -> None:
-    """Slacks, then every other machine or injection as a static generator."""
+    """The slack (as cim:ExternalNetworkInjection: the twin's solvers take their reference from an external grid, so a
+    slack machine is written as one at its target voltage and SV angle), the other synchronous machines, the other
+    external network injections (PQ), equivalents and power electronics."""
     model = topology.model
-    slacks = choose_slacks(model)
+    slacks = choose_slacks(model, topology)
     for slack in slacks:
         write_slack(w, topology, slack)
     taken = {s.key for s in slacks}
-    for cim_class in ("ExternalNetworkInjection", "EquivalentInjection"):
-        for key in model.instances(cim_class):
-            if key not in taken:
-                write_generator(w, topology, key, cim_class, URIRef(f"{w.iri(key)}#Unit"), GT.OtherGenerationUnit)
+    for key in model.instances("ExternalNetworkInjection"):
+        if key not in taken:
+            write_generator(w, topology, key, "ExternalNetworkInjection", URIRef(f"{w.iri(key)}#Unit"), GT.OtherGenerationUnit)
     for key in model.instances("SynchronousMachine"):
         if key not in taken:
-            unit_types = model.types(model.value(key, "RotatingMachine.GeneratingUnit"))
-            unit_class = next((GENERATING_UNIT_CLASSES[t] for t in unit_types if t in GENERATING_UNIT_CLASSES), GT.OtherGenerationUnit)
-            write_generator(w, topology, key, "RotatingMachine", URIRef(f"{w.iri(key)}#Unit"), unit_class)
+            write_synchronous_machine(w, topology, key)
+    write_equivalents(w, topology, taken)
     for key in model.instances("PowerElectronicsConnection"):
         write_power_electronics(w, topology, key)
 
@@ -782,7 +1188,8 @@ def refuse_unsupported(model: CimModel) -> None:
 
 
 def cgmes_to_graph(
-    paths: list[Path], *, grid_iri: str | None = None, grid_name: str | None = None, owner_iri: str | None = None
+    paths: list[Path], *, grid_iri: str | None = None, grid_name: str | None = None, owner_iri: str | None = None,
+    prefer_solved: bool = True,
 ) -> Graph:
     """Convert a set of CGMES files (EQ, TP, SSH, optional SV; other profiles are ignored) to the gridtwin form.
 
@@ -791,20 +1198,24 @@ def cgmes_to_graph(
     """
     paths = [Path(p) for p in paths]
     model = read_model(paths)
+    check_profiles(model)
     if not model.instances("TopologicalNode"):
         raise ConversionError("no TopologicalNode found; the TP profile is required")
     refuse_unsupported(model)
+    state = StateChoice(prefer_solved=prefer_solved)
     grid_iri = grid_iri or default_grid_iri(model)
     w = FormWriter(Identity(grid_iri))
     grid = w.node(URIRef(grid_iri), GT.Grid, grid_name or default_grid_name(paths))
     if owner_iri:
         w.graph.add((grid, GT.owner, URIRef(owner_iri)))
     topology = Topology(model)
-    write_buses(w, model)
+    write_buses(w, model, topology)
     write_lines(w, topology)
-    write_transformers(w, topology)
+    write_transformers(w, topology, state)
     write_switches(w, topology)
     write_loads(w, topology)
+    write_shunts(w, topology, state)
+    write_asynchronous_machines(w, topology)
     write_injections(w, topology)
     return w.graph
 

@@ -9,17 +9,23 @@ pandapower's to rounding):
   ``b = 2π·f·c·length·parallel``; ``gt:ratedCurrent = max_i_ka · df · parallel``, the current
   pandapower measures ``loading_percent`` against;
 * transformers: everything on end 1 (HV), referred to ``vn_hv_kv``, ``parallel`` units folded into
-  one: ``z_base = vn_hv²/(sn_mva·parallel)``, ``r = vkr%·z_base``, ``x = √((vk%·z_base)² − r²)``,
-  ``g = parallel·pfe/vn_hv²``, ``b = parallel·√((i0%·sn_mva)² − pfe²)/vn_hv²``; g and b are magnitudes
-  (b ≥ 0 stands for the inductive magnetising susceptance pandapower models); end 2 carries zeros;
+  one: ``z_base = vn_hv²/(sn_mva·parallel)``, ``r = vkr%·z_base``, ``x = sign(vk)·√((vk%·z_base)² − r²)`` (negative r
+  and x come from network equivalents, e.g. MATPOWER cases),
+  ``g = parallel·pfe/vn_hv²``, ``b = sign(i0)·parallel·√((i0%·sn_mva)² − pfe²)/vn_hv²``: b ≥ 0 stands for the
+  inductive magnetising susceptance pandapower models, b < 0 for a capacitive one (negative i0_percent, as
+  MATPOWER cases carry their transformers' charging); end 2 carries zeros;
   ``ratedS = sn_mva·parallel·df``, what pandapower measures loading against;
-  ``phaseAngleClock = shift_degree/30`` on end 2; a tap becomes a ``cim:RatioTapChanger`` also when
+  ``phaseAngleClock`` = the nearest clock number of shift_degree on end 2, what is left (MATPOWER's phase shifters)
+  a ``cim:PhaseTapChangerLinear`` at step 1 of that size on end 1, as is an "Ideal" pandapower tap changer (pure phase
+  shift, no ratio); a tap becomes a ``cim:RatioTapChanger`` also when
   ``tap_changer_type`` is unset (SimBench nets since pandapower 3.0, whose taps pandapower ignores);
 * switches at a line or transformer end (``et`` 'l'/'t'): CIM has no switch on a branch end, so the
   end moves to an auxiliary ``cim:TopologicalNode`` (``{grid}/bus/switch-{index}``, the bus's base
   voltage and coordinates) and the switch joins bus and auxiliary node;
 * loads, static generators and storage: ``scaling`` folded into p and q;
 * ext_grid: ``RegulatingControl.targetValue = vm_pu · vn_kv``;
+* shunt, gen, motor, trafo3w, impedance, ward, xward, and lines that are no conductor (negative r or x, no shunt part):
+  the CIM classes of twin/rdf_codec.py (``write_shunts`` … ``write_wards`` below say how each maps);
 * SimBench ``subnet`` (or pandapower bus ``zone``) → one ``cim:Feeder`` per value;
   ``profile`` → ``gt:profile``; bus GeoJSON points → ``geo:long``/``geo:lat``.
 
@@ -63,9 +69,11 @@ class Terms(dict):
 C, G = Terms(CIM), Terms(GT)
 TYPE, GEO_LONG, GEO_LAT = RDF.type, GEO.long, GEO.lat
 
-SUPPORTED_TABLES = {"bus", "line", "trafo", "switch", "load", "sgen", "storage", "ext_grid"}
+SUPPORTED_TABLES = {"bus", "line", "trafo", "switch", "load", "sgen", "storage", "ext_grid", "shunt", "gen", "motor", "trafo3w",
+                    "impedance", "ward", "xward"}
 NON_ELECTRICAL_TABLES = {"measurement", "controller", "substation", "loadcases", "poly_cost", "pwl_cost", "group",
-                         "bus_geodata", "line_geodata", "trafo_characteristic_table", "characteristic"}
+                         "bus_geodata", "line_geodata", "trafo_characteristic_table", "characteristic",
+                         "shunt_characteristic_table"}  # (read with the shunts)
 SWITCH_KINDS = {"CB": C["Breaker"], "LBS": C["LoadBreakSwitch"], "DS": C["Disconnector"]}
 TAP_CHANGER_TYPES = {"Ratio", "", None}
 
@@ -329,14 +337,21 @@ def write_lines(net, sk: Skeleton, aux: dict) -> None:
     x_ohm = line.x_ohm_per_km.to_numpy(float) * length / parallel
     b_s = omega * line.c_nf_per_km.to_numpy(float) * 1e-9 * length * parallel
     g_s = _column(line, "g_us_per_km", 0.0).fillna(0.0).to_numpy(float) * 1e-6 * length * parallel
+    # a negative series r or x is no conductor: an equivalent of a reduced network, or (r >= 0, x < 0) a series capacitor
+    equivalent = ((r_ohm < 0) | (x_ohm < 0)) & (b_s == 0) & (g_s == 0)
     for label, values in (("r_ohm_per_km", r_ohm), ("x_ohm_per_km", x_ohm), ("c_nf_per_km", b_s), ("g_us_per_km", g_s)):
-        _first_bad(line, ~(values >= 0), "line", f"{label} must be a number, 0 or more", b.grid_iri)
+        _first_bad(line, ~(values >= 0) & ~(equivalent & np.isfinite(values)), "line", f"{label} must be a number, 0 or more "
+                   "(a negative r or x only without shunt c and g: an equivalent branch or series compensator)", b.grid_iri)
     max_i_ka = line.max_i_ka.to_numpy(float) * _column(line, "df", 1.0).fillna(1.0).to_numpy(float) * parallel
     max_i_ka = np.where(max_i_ka > 0, max_i_ka, np.nan)
     rows = zip(line.index.tolist(), _names(line), _end_nodes(sk, aux, "l", line, "from_bus"), _end_nodes(sk, aux, "l", line, "to_bus"),
                line.in_service.astype(bool).tolist(), sk.feeders_of(line), _floats(length), _floats(r_ohm), _floats(x_ohm),
                _floats(b_s), _floats(g_s), _floats(max_i_ka), strict=True)
-    for index, name, from_node, to_node, in_service, feeder, length_km, r, x, bch, gch, rated in rows:
+    for (index, name, from_node, to_node, in_service, feeder, length_km, r, x, bch, gch, rated), is_equivalent in zip(
+            rows, equivalent.tolist(), strict=True):
+        if is_equivalent:
+            _series_equivalent(b, b.iri("line", index), name, feeder, in_service, (from_node, to_node), r, x)
+            continue
         node = b.equipment(b.iri("line", index), C["ACLineSegment"], name, feeder, in_service, (from_node, to_node))
         b.value(node, C["Conductor.length"], length_km)
         b.value(node, C["ACLineSegment.r"], r)
@@ -357,15 +372,41 @@ def transformer_parameters(trafo: pd.DataFrame, grid_iri: str) -> pd.DataFrame:
     r_ohm = trafo.vkr_percent.to_numpy(float) / 100 * z_base_ohm
     pfe_mw = trafo.pfe_kw.to_numpy(float) / 1000
     magnetising_mva = trafo.i0_percent.to_numpy(float) / 100 * sn_mva
-    b_mva = np.sqrt(np.maximum(magnetising_mva**2 - pfe_mw**2, 0.0))
+    b_mva = np.sign(magnetising_mva) * np.sqrt(np.maximum(magnetising_mva**2 - pfe_mw**2, 0.0))  # i0 < 0: capacitive
     return pd.DataFrame({
         "rated_s_mva": sn_mva * parallel * df,
         "r_ohm": r_ohm,
-        "x_ohm": np.sqrt(np.maximum(z_ohm**2 - r_ohm**2, 0.0)),
+        "x_ohm": np.sign(z_ohm) * np.sqrt(np.maximum(z_ohm**2 - r_ohm**2, 0.0)),  # vk < 0: a negative reactance, as pandapower
         "g_s": pfe_mw / vn_hv_kv**2 * parallel,
         "b_s": b_mva / vn_hv_kv**2 * parallel,
         "clock": np.rint(trafo.shift_degree.fillna(0.0).to_numpy(float) / 30).astype(int) % 12,
+        "shift_remainder": shift_remainder(trafo.shift_degree.fillna(0.0).to_numpy(float)),
     }, index=trafo.index)
+
+
+def shift_remainder(shift_degree: np.ndarray) -> np.ndarray:
+    """What a shift leaves beside its nearest 30° clock number (−15° … 15°): a fixed phase shift."""
+    return shift_degree - 30 * np.rint(shift_degree / 30)
+
+
+def phase_tap_changers(trafo: pd.DataFrame, remainders: np.ndarray) -> list[dict | None]:
+    """Linear phase tap changer per transformer (None where there is none): pandapower's "Ideal" tap changer, or a fixed
+    shift off the clock as one step of that size on the hv side (low 0, high 1, neutral 0, at step 1)."""
+    changer = [None if pd.isna(v) else v for v in _column(trafo, "tap_changer_type", None)]
+    rows = zip(changer, _column(trafo, "tap_side", None), _floats(_column(trafo, "tap_neutral").fillna(0.0)),
+               _floats(_column(trafo, "tap_min")), _floats(_column(trafo, "tap_max")), _floats(_column(trafo, "tap_pos")),
+               _floats(_column(trafo, "tap_step_degree")), _floats(remainders), strict=True)
+    found = []
+    for kind, side, neutral, low, high, pos, step, remainder in rows:
+        if kind == "Ideal" and side in ("hv", "lv") and step == step:
+            position = pos if pos == pos else neutral
+            found.append({"side": side, "low": int(low if low == low else position), "high": int(high if high == high else position),
+                          "neutral": int(neutral), "pos": position, "step_degree": step})
+        elif abs(remainder) > 1e-9:
+            found.append({"side": "hv", "low": 0, "high": 1, "neutral": 0, "pos": 1.0, "step_degree": remainder})
+        else:
+            found.append(None)
+    return found
 
 
 def _check_trafo_model(trafo: pd.DataFrame, grid_iri: str) -> None:
@@ -375,27 +416,35 @@ def _check_trafo_model(trafo: pd.DataFrame, grid_iri: str) -> None:
     for column in ("sn_mva", "vn_hv_kv", "vn_lv_kv"):
         bad(~(trafo[column] > 0), f"{column} must be greater than 0")
     bad(~(trafo.parallel >= 1), "parallel must be 1 or more")
-    bad(~(trafo.vkr_percent >= 0) | ~(trafo.vk_percent >= trafo.vkr_percent), "needs 0 <= vkr_percent <= vk_percent")
-    bad(~(trafo.pfe_kw >= 0) | ~(trafo.i0_percent >= 0), "pfe_kw and i0_percent must be 0 or more")
+    bad(~(trafo.vkr_percent.abs() <= trafo.vk_percent.abs()) | (trafo.vk_percent == 0),
+        "needs |vkr_percent| <= |vk_percent| and vk_percent != 0")
+    bad(~(trafo.pfe_kw >= 0) | ~np.isfinite(trafo.i0_percent), "pfe_kw must be 0 or more and i0_percent a number")
     shift = trafo.shift_degree.fillna(0.0).to_numpy(float)
-    bad(np.abs(shift / 30 - np.rint(shift / 30)) > 1e-9, "shift_degree must be a multiple of 30° (a vector-group clock number)")
+    bad(~np.isfinite(shift), "shift_degree must be a number")
     changer = [None if pd.isna(v) else v for v in _column(trafo, "tap_changer_type", None)]
-    bad([c not in TAP_CHANGER_TYPES for c in changer], "only ratio tap changers (tap_changer_type 'Ratio' or unset) are supported")
-    bad(_column(trafo, "tap_step_degree", 0.0).fillna(0.0) != 0, "phase-shifting taps (tap_step_degree) are not supported")
+    ideal = np.array([c == "Ideal" for c in changer], dtype=bool)
+    bad([c not in TAP_CHANGER_TYPES and c != "Ideal" for c in changer],
+        "only ratio and ideal phase-shifting tap changers (tap_changer_type 'Ratio', 'Ideal' or unset) are supported")
+    step_degree = _column(trafo, "tap_step_degree", 0.0).fillna(0.0).to_numpy(float)
+    bad(~ideal & (step_degree != 0), "phase-shifting ratio taps (tap_step_degree with tap_changer_type 'Ratio') are not supported")
+    bad(ideal & (_column(trafo, "tap_step_percent", 0.0).fillna(0.0).to_numpy(float) != 0),
+        "an ideal phase shifter that also changes the ratio (tap_step_percent) is not supported")
+    bad(ideal & (np.abs(shift_remainder(shift)) > 1e-9), "an ideal phase shifter on a shift that is no multiple of 30° is not supported")
     bad(_column(trafo, "tap_dependency_table", False).fillna(False).astype(bool), "tap-dependent impedance tables are not supported")
     bad(_column(trafo, "tap2_side", None).notna() & _column(trafo, "tap2_pos", np.nan).notna(), "a second tap changer is not supported")
 
 
-def tap_changers(trafo: pd.DataFrame, grid_iri: str) -> list[dict | None]:
+def tap_changers(trafo: pd.DataFrame, grid_iri: str, *, table: str = "trafo", sides=("hv", "lv")) -> list[dict | None]:
     """Ratio tap changer per transformer (None where there is none): side, integer steps, position, step %."""
-    has_tap = (_column(trafo, "tap_side", None).isin(["hv", "lv"]) & _column(trafo, "tap_step_percent").notna()).to_numpy()
+    ratio_kind = np.array([pd.isna(v) or v in TAP_CHANGER_TYPES for v in _column(trafo, "tap_changer_type", None)], dtype=bool)
+    has_tap = (_column(trafo, "tap_side", None).isin(sides) & _column(trafo, "tap_step_percent").notna()).to_numpy() & ratio_kind
     neutral = _column(trafo, "tap_neutral").fillna(0.0)
     position = _column(trafo, "tap_pos").fillna(neutral)
     low, high = _column(trafo, "tap_min").fillna(position), _column(trafo, "tap_max").fillna(position)
     steps = pd.DataFrame({"low": low, "high": high, "neutral": neutral})
-    _first_bad(trafo, has_tap & (steps != steps.round()).any(axis=1).to_numpy(), "trafo",
+    _first_bad(trafo, has_tap & (steps != steps.round()).any(axis=1).to_numpy(), table,
                "tap_min, tap_max and tap_neutral must be integers", grid_iri)
-    _first_bad(trafo, has_tap & ~((low <= position) & (position <= high)).to_numpy(), "trafo", "tap_pos lies outside tap_min … tap_max",
+    _first_bad(trafo, has_tap & ~((low <= position) & (position <= high)).to_numpy(), table, "tap_pos lies outside tap_min … tap_max",
                grid_iri)
     rows = zip(has_tap, _column(trafo, "tap_side", None), steps.low, steps.high, steps.neutral, _floats(position),
                _floats(_column(trafo, "tap_step_percent")), strict=True)
@@ -410,15 +459,18 @@ def write_transformers(net, sk: Skeleton, aux: dict) -> None:
     _check_buses(trafo, "trafo", ("hv_bus", "lv_bus"), sk)
     params = transformer_parameters(trafo, b.grid_iri)
     taps = tap_changers(trafo, b.grid_iri)
+    phase_taps = phase_tap_changers(trafo, params.shift_remainder.to_numpy())
     rows = zip(trafo.index.tolist(), _names(trafo), _end_nodes(sk, aux, "t", trafo, "hv_bus"), _end_nodes(sk, aux, "t", trafo, "lv_bus"),
                trafo.in_service.astype(bool).tolist(), sk.feeders_of(trafo), _floats(trafo.vn_hv_kv), _floats(trafo.vn_lv_kv),
-               params.itertuples(index=False), taps, strict=True)
-    for index, name, hv_node, lv_node, in_service, feeder, vn_hv_kv, vn_lv_kv, p, tap in rows:
+               params.itertuples(index=False), taps, phase_taps, strict=True)
+    for index, name, hv_node, lv_node, in_service, feeder, vn_hv_kv, vn_lv_kv, p, tap, phase_tap in rows:
         node = b.equipment(b.iri("trafo", index), C["PowerTransformer"], name, feeder, in_service, (hv_node, lv_node))
         end1 = _transformer_end(b, node, 1, vn_hv_kv, p.rated_s_mva, (p.r_ohm, p.x_ohm, p.g_s, p.b_s), 0)
         end2 = _transformer_end(b, node, 2, vn_lv_kv, p.rated_s_mva, (0.0, 0.0, 0.0, 0.0), int(p.clock))
         if tap is not None:
             _tap_changer(b, node, end1 if tap["side"] == "hv" else end2, tap)
+        if phase_tap is not None:
+            _tap_changer(b, node, end1 if phase_tap["side"] == "hv" else end2, phase_tap, phase=True)
 
 
 def _transformer_end(b: RdfBuilder, transformer: URIRef, number: int, rated_u_kv: float, rated_s_mva: float, rxgb, clock: int):
@@ -434,15 +486,19 @@ def _transformer_end(b: RdfBuilder, transformer: URIRef, number: int, rated_u_kv
     return end
 
 
-def _tap_changer(b: RdfBuilder, transformer: URIRef, end: URIRef, tap: dict) -> None:
-    rtc = b.node(URIRef(f"{transformer}#RatioTapChanger"), C["RatioTapChanger"])
-    b.add((rtc, C["RatioTapChanger.TransformerEnd"], end))
-    b.value(rtc, C["TapChanger.lowStep"], tap["low"])
-    b.value(rtc, C["TapChanger.highStep"], tap["high"])
-    b.value(rtc, C["TapChanger.neutralStep"], tap["neutral"])
-    b.value(rtc, C["TapChanger.normalStep"], round(tap["pos"]))
-    b.value(rtc, C["TapChanger.step"], tap["pos"])
-    b.value(rtc, C["RatioTapChanger.stepVoltageIncrement"], tap["step_percent"])
+def _tap_changer(b: RdfBuilder, transformer: URIRef, end: URIRef, tap: dict, phase: bool = False) -> None:
+    """A cim:RatioTapChanger (step % in `step_percent`) or, with `phase`, a cim:PhaseTapChangerLinear (`step_degree`)."""
+    part, link, increment, key = (("PhaseTapChangerLinear", "PhaseTapChanger", "PhaseTapChangerLinear.stepPhaseShiftIncrement",
+                                   "step_degree") if phase else
+                                  ("RatioTapChanger", "RatioTapChanger", "RatioTapChanger.stepVoltageIncrement", "step_percent"))
+    changer = b.node(URIRef(f"{transformer}#{link}"), C[part])
+    b.add((changer, C[f"{link}.TransformerEnd"], end))
+    b.value(changer, C["TapChanger.lowStep"], tap["low"])
+    b.value(changer, C["TapChanger.highStep"], tap["high"])
+    b.value(changer, C["TapChanger.neutralStep"], tap["neutral"])
+    b.value(changer, C["TapChanger.normalStep"], round(tap["pos"]))
+    b.value(changer, C["TapChanger.step"], tap["pos"])
+    b.value(changer, C[increment], tap[key])
 
 
 # --- injections -----------------------------------------------------------------------------------------
@@ -506,7 +562,8 @@ def write_static_generators(net, sk: Skeleton) -> None:
 def write_storages(net, sk: Skeleton) -> None:
     storage, b = net.storage, sk.b
     max_e_mwh = storage.max_e_mwh.to_numpy(float)
-    _first_bad(storage, ~(max_e_mwh > 0), "storage", "max_e_mwh must be greater than 0", b.grid_iri)
+    _first_bad(storage, ~(max_e_mwh > 0) & ~np.isnan(max_e_mwh), "storage", "max_e_mwh must be greater than 0 (or unknown: NaN)",
+               b.grid_iri)
     stored_e_mwh = _column(storage, "soc_percent").to_numpy(float) / 100 * max_e_mwh
     sn_mva = _floats(_column(storage, "sn_mva"))
     rows = zip(zip(*_injection_rows(storage, "storage", sk), strict=True), _floats(max_e_mwh), _floats(stored_e_mwh), sn_mva, strict=True)
@@ -533,6 +590,283 @@ def write_external_grids(net, sk: Skeleton) -> None:
         b.add((control, C["RegulatingControl.mode"], C["RegulatingControlModeKind.voltage"]))
         b.add((control, C["RegulatingControl.Terminal"], URIRef(f"{node}#T1")))
         b.value(control, C["RegulatingControl.targetValue"], target_kv)
+
+
+# --- elements of transmission and larger distribution grids ----------------------------------------------
+
+
+def _bus_voltages(net, df: pd.DataFrame, column: str = "bus") -> np.ndarray:
+    return net.bus.vn_kv.reindex(df[column]).to_numpy(float)
+
+
+def write_shunts(net, sk: Skeleton) -> None:
+    """shunt → cim:LinearShuntCompensator (b = −q/vn², g = p/vn² per step at vn_kv) or, with `step_dependency_table`,
+    cim:NonlinearShuntCompensator whose points are the differences of pandapower's step totals."""
+    shunt, b = net.shunt, sk.b
+    _check_buses(shunt, "shunt", ("bus",), sk)
+    vn_kv = _column(shunt, "vn_kv").to_numpy(float)
+    vn_kv = np.where(np.isnan(vn_kv), _bus_voltages(net, shunt), vn_kv)
+    _first_bad(shunt, ~(vn_kv > 0), "shunt", "vn_kv must be greater than 0", b.grid_iri)
+    step, max_step = shunt.step.to_numpy(float), _column(shunt, "max_step", 1).fillna(1).to_numpy(float)
+    _first_bad(shunt, (step != np.rint(step)) | ~(step >= 0) | (step > max_step), "shunt", "step must be an integer 0 … max_step",
+               b.grid_iri)
+    nonlinear = _column(shunt, "step_dependency_table", False).fillna(False).astype(bool).to_numpy()
+    points = _shunt_points(net, shunt, nonlinear, vn_kv, max_step, b.grid_iri)
+    rows = zip(shunt.index.tolist(), _names(shunt), shunt.bus.tolist(), shunt.in_service.astype(bool).tolist(), sk.feeders_of(shunt),
+               _floats(vn_kv), _floats(-shunt.q_mvar.to_numpy(float) / vn_kv**2), _floats(shunt.p_mw.to_numpy(float) / vn_kv**2),
+               _floats(step), max_step.astype(int).tolist(), points, strict=True)
+    for index, name, bus, in_service, feeder, vn, b_s, g_s, sections, maximum, section_points in rows:
+        rdf_class = C["NonlinearShuntCompensator"] if section_points else C["LinearShuntCompensator"]
+        node = b.equipment(b.iri("shunt", index), rdf_class, name, feeder, in_service, (sk.bus[bus],))
+        b.value(node, C["ShuntCompensator.nomU"], vn)
+        b.value(node, C["ShuntCompensator.sections"], sections)
+        b.value(node, C["ShuntCompensator.maximumSections"], maximum)
+        b.value(node, C["ShuntCompensator.normalSections"], round(sections))
+        if not section_points:
+            b.value(node, C["LinearShuntCompensator.bPerSection"], b_s)
+            b.value(node, C["LinearShuntCompensator.gPerSection"], g_s)
+        for number, (b_point, g_point) in enumerate(section_points, start=1):
+            point = b.node(URIRef(f"{node}#Point{number}"), C["NonlinearShuntCompensatorPoint"])
+            b.add((point, C["NonlinearShuntCompensatorPoint.NonlinearShuntCompensator"], node))
+            b.value(point, C["NonlinearShuntCompensatorPoint.sectionNumber"], number)
+            b.value(point, C["NonlinearShuntCompensatorPoint.b"], b_point)
+            b.value(point, C["NonlinearShuntCompensatorPoint.g"], g_point)
+
+
+def _shunt_points(net, shunt: pd.DataFrame, nonlinear: np.ndarray, vn_kv: np.ndarray, max_step: np.ndarray, grid_iri: str) -> list:
+    """Per shunt, [(b, g) of section 1 … max_step] from `shunt_characteristic_table` (empty for linear shunts)."""
+    if not nonlinear.any():
+        return [[] for _ in range(len(shunt))]
+    table = net.get("shunt_characteristic_table")
+    table = table if isinstance(table, pd.DataFrame) else pd.DataFrame(columns=["id_characteristic", "step", "q_mvar", "p_mw"])
+    ids = _column(shunt, "id_characteristic_table", None)
+    found = []
+    for position, (is_nonlinear, table_id, vn, maximum) in enumerate(zip(nonlinear, ids, vn_kv.tolist(), max_step.tolist(), strict=True)):
+        steps = table[table.id_characteristic == table_id].sort_values("step") if is_nonlinear and not pd.isna(table_id) else None
+        if not is_nonlinear:
+            found.append([])
+            continue
+        wanted = list(range(1, int(maximum) + 1))
+        if steps is None or steps.step.astype(int).tolist() not in (wanted, [0, *wanted]) or (
+                len(steps) > len(wanted) and (steps.q_mvar.iloc[0] != 0 or steps.p_mw.iloc[0] != 0)):
+            mask = np.zeros(len(shunt), dtype=bool)
+            mask[position] = True
+            _first_bad(shunt, mask, "shunt", "a step-dependent shunt needs shunt_characteristic_table rows for steps 1 … max_step "
+                                             "(and none at step 0 other than zero)", grid_iri)
+        steps = steps[steps.step >= 1]
+        q_total, p_total = np.concatenate([[0.0], steps.q_mvar.to_numpy(float)]), np.concatenate([[0.0], steps.p_mw.to_numpy(float)])
+        found.append(list(zip(_floats(-np.diff(q_total) / vn**2), _floats(np.diff(p_total) / vn**2), strict=True)))
+    return found
+
+
+def _regulating_control(b: RdfBuilder, node: URIRef, target_kv: float) -> None:
+    control = b.node(URIRef(f"{node}#RegulatingControl"), C["RegulatingControl"])
+    b.add((node, C["RegulatingCondEq.RegulatingControl"], control))
+    b.add((control, C["RegulatingControl.mode"], C["RegulatingControlModeKind.voltage"]))
+    b.add((control, C["RegulatingControl.Terminal"], URIRef(f"{node}#T1")))
+    b.value(control, C["RegulatingControl.targetValue"], target_kv)
+    b.value(control, C["RegulatingControl.enabled"], True)
+
+
+def write_generators(net, sk: Skeleton) -> None:
+    """gen → cim:SynchronousMachine holding its bus at vm_pu (a cim:RegulatingControl on its own terminal), p in CIM's load
+    sign (−p_mw·scaling), q 0 (a PV machine's q is a result), reactive limits as cim:SynchronousMachine.minQ/maxQ."""
+    gen, b = net.gen, sk.b
+    _check_buses(gen, "gen", ("bus",), sk)
+    _first_bad(gen, _column(gen, "reactive_capability_curve", False).fillna(False).astype(bool), "gen",
+               "reactive capability curves are not supported (only fixed min_q_mvar / max_q_mvar)", b.grid_iri)
+    vn_kv = _bus_voltages(net, gen)
+    target_kv = gen.vm_pu.to_numpy(float) * vn_kv
+    _first_bad(gen, ~(target_kv > 0), "gen", "vm_pu must be greater than 0", b.grid_iri)
+    p_mw = _scaled(gen, "p_mw")
+    _first_bad(gen, ~np.isfinite(p_mw), "gen", "p_mw must be a number", b.grid_iri)
+    min_q, max_q = (np.where(np.isfinite(v), v, np.nan) for v in (_column(gen, "min_q_mvar").to_numpy(float),
+                                                                   _column(gen, "max_q_mvar").to_numpy(float)))
+    _first_bad(gen, min_q > max_q, "gen", "min_q_mvar exceeds max_q_mvar", b.grid_iri)
+    sn_mva = _column(gen, "sn_mva").to_numpy(float)
+    rows = zip(gen.index.tolist(), _names(gen), gen.bus.tolist(), gen.in_service.astype(bool).tolist(), sk.feeders_of(gen), _floats(p_mw),
+               _floats(np.where(sn_mva > 0, sn_mva, np.nan)), _floats(vn_kv), _floats(min_q), _floats(max_q), _floats(target_kv),
+               _column(gen, "slack", False).fillna(False).astype(bool).tolist(), _strings(gen, "profile"), strict=True)
+    for index, name, bus, in_service, feeder, p, sn, vn, q_low, q_high, target, slack, profile in rows:
+        node = b.equipment(b.iri("gen", index), C["SynchronousMachine"], name, feeder, in_service, (sk.bus[bus],))
+        b.value(node, C["RotatingMachine.p"], 0.0 - p)  # as the codec: a zero is +0.0
+        b.value(node, C["RotatingMachine.q"], 0.0)
+        b.value(node, C["RotatingMachine.ratedS"], sn)
+        b.value(node, C["RotatingMachine.ratedU"], vn)
+        b.value(node, C["SynchronousMachine.minQ"], q_low)
+        b.value(node, C["SynchronousMachine.maxQ"], q_high)
+        b.value(node, C["SynchronousMachine.referencePriority"], 1 if slack else None)
+        b.value(node, C["RegulatingCondEq.controlEnabled"], True)
+        b.value(node, G["profile"], profile)
+        _regulating_control(b, node, target)
+
+
+def write_motors(net, sk: Skeleton) -> None:
+    """motor → cim:AsynchronousMachine (a motor): p = pn_mech_mw / efficiency · loading · scaling, q from cos_phi (load sign)."""
+    motor, b = net.motor, sk.b
+    _check_buses(motor, "motor", ("bus",), sk)
+    efficiency = motor.efficiency_percent.to_numpy(float)
+    scaling = _column(motor, "scaling", 1.0).fillna(1.0).to_numpy(float)
+    p_mw = motor.pn_mech_mw.to_numpy(float) / (efficiency / 100) * motor.loading_percent.to_numpy(float) / 100 * scaling
+    cos_phi = motor.cos_phi.to_numpy(float)
+    _first_bad(motor, ~(motor.pn_mech_mw > 0) | ~(efficiency > 0) | ~(p_mw > 0) | ~((cos_phi > 0) & (cos_phi <= 1)), "motor",
+               "needs pn_mech_mw, efficiency_percent, loading_percent and a cos_phi in (0, 1] greater than 0", b.grid_iri)
+    q_mvar = p_mw * np.tan(np.arccos(cos_phi))
+    vn_kv = _column(motor, "vn_kv").to_numpy(float)
+    vn_kv = np.where(vn_kv > 0, vn_kv, _bus_voltages(net, motor))
+    rows = zip(motor.index.tolist(), _names(motor), motor.bus.tolist(), motor.in_service.astype(bool).tolist(), sk.feeders_of(motor),
+               _floats(p_mw), _floats(q_mvar), _floats(vn_kv), _floats(motor.pn_mech_mw), _floats(_column(motor, "efficiency_n_percent")),
+               _floats(_column(motor, "cos_phi_n")), _floats(_column(motor, "lrc_pu")), _floats(_column(motor, "rx")), strict=True)
+    for index, name, bus, in_service, feeder, p, q, vn, pn, efficiency_n, cos_phi_n, lrc, rx in rows:
+        node = b.equipment(b.iri("motor", index), C["AsynchronousMachine"], name, feeder, in_service, (sk.bus[bus],))
+        b.add((node, C["AsynchronousMachine.asynchronousMachineType"], C["AsynchronousMachineKind.motor"]))
+        b.value(node, C["RotatingMachine.p"], p)
+        b.value(node, C["RotatingMachine.q"], q)
+        b.value(node, C["RotatingMachine.ratedU"], vn)
+        b.value(node, C["AsynchronousMachine.ratedMechanicalPower"], pn)
+        b.value(node, C["AsynchronousMachine.efficiency"], efficiency_n if efficiency_n == efficiency_n else None)
+        b.value(node, C["AsynchronousMachine.ratedPowerFactor"], cos_phi_n)
+        b.value(node, C["AsynchronousMachine.iaIrRatio"], lrc)
+        b.value(node, C["AsynchronousMachine.rxLockedRotorRatio"], rx)
+
+
+def write_impedances(net, sk: Skeleton) -> None:
+    """impedance → cim:EquivalentBranch, ohms referred to the from bus (r = rft_pu · vn²/sn_mva; r21, x21 from rtf, xtf)."""
+    impedance, b = net.impedance, sk.b
+    _check_buses(impedance, "impedance", ("from_bus", "to_bus"), sk)
+    shunt_parts = sum((_column(impedance, c, 0.0).fillna(0.0) != 0 for c in ("gf_pu", "bf_pu", "gt_pu", "bt_pu")),
+                      start=pd.Series(False, index=impedance.index))
+    _first_bad(impedance, shunt_parts, "impedance", "shunt admittances of an impedance (gf/bf/gt/bt_pu) are not supported", b.grid_iri)
+    _first_bad(impedance, impedance.from_bus == impedance.to_bus, "impedance", "both ends connect to the same bus", b.grid_iri)
+    z_base_ohm = _bus_voltages(net, impedance, "from_bus") ** 2 / impedance.sn_mva.to_numpy(float)
+    values = {c: impedance[c].to_numpy(float) * z_base_ohm for c in ("rft_pu", "xft_pu")}
+    for c, fallback in (("rtf_pu", "rft_pu"), ("xtf_pu", "xft_pu")):
+        values[c] = np.where(_column(impedance, c).isna(), values[fallback], _column(impedance, c).to_numpy(float) * z_base_ohm)
+    _first_bad(impedance, ~np.isfinite(sum(values.values())), "impedance", "rft/xft/rtf/xtf_pu and sn_mva must be numbers", b.grid_iri)
+    rows = zip(impedance.index.tolist(), _names(impedance), impedance.from_bus.tolist(), impedance.to_bus.tolist(),
+               impedance.in_service.astype(bool).tolist(), sk.feeders_of(impedance), *(_floats(v) for v in values.values()), strict=True)
+    for index, name, from_bus, to_bus, in_service, feeder, r, x, r21, x21 in rows:
+        _equivalent_branch(b, b.iri("impedance", index), name, feeder, in_service, (sk.bus[from_bus], sk.bus[to_bus]), (r, x, r21, x21))
+
+
+def _equivalent_branch(b: RdfBuilder, iri: URIRef, name: str, feeder, in_service: bool, nodes, rx) -> None:
+    node = b.equipment(iri, C["EquivalentBranch"], name, feeder, in_service, nodes)
+    for quantity, value in zip(("r", "x", "r21", "x21"), rx, strict=True):
+        b.value(node, C[f"EquivalentBranch.{quantity}"], value)
+
+
+def _series_equivalent(b: RdfBuilder, iri: URIRef, name: str, feeder, in_service: bool, nodes, r_ohm: float, x_ohm: float) -> None:
+    """A pandapower line with a negative r or x (and no shunt part): cim:SeriesCompensator when only x is negative, else
+    cim:EquivalentBranch; the IRI stays the line's."""
+    if r_ohm >= 0:
+        node = b.equipment(iri, C["SeriesCompensator"], name, feeder, in_service, nodes)
+        b.value(node, C["SeriesCompensator.r"], r_ohm)
+        b.value(node, C["SeriesCompensator.x"], x_ohm)
+    else:
+        _equivalent_branch(b, iri, name, feeder, in_service, nodes, (r_ohm, x_ohm, r_ohm, x_ohm))
+
+
+def _equivalent_injection(b: RdfBuilder, iri: URIRef, name: str, feeder, in_service: bool, node, p_mw: float, q_mvar: float,
+                          target_kv: float | None = None) -> None:
+    subject = b.equipment(iri, C["EquivalentInjection"], name, feeder, in_service, (node,))
+    b.value(subject, C["EquivalentInjection.p"], p_mw)
+    b.value(subject, C["EquivalentInjection.q"], q_mvar)
+    b.value(subject, C["EquivalentInjection.regulationCapability"], target_kv is not None)
+    b.value(subject, C["EquivalentInjection.regulationStatus"], target_kv is not None)
+    b.value(subject, C["EquivalentInjection.regulationTarget"], target_kv)
+
+
+def write_wards(net, sk: Skeleton) -> None:
+    """ward and xward → a cim:EquivalentInjection (ps, qs: load sign) and a cim:EquivalentShunt (g = pz/vn², b = −qz/vn²) at
+    the bus, IRIs `{ward}/injection` and `{ward}/shunt`; an xward adds its internal node (`{grid}/bus/xward-{i}`), a
+    cim:EquivalentBranch (r_ohm, x_ohm) to it and a regulating cim:EquivalentInjection there at vm_pu (`{xward}/source`)."""
+    b = sk.b
+    for table in ("ward", "xward"):
+        df = net[table]
+        if df.empty:
+            continue
+        _check_buses(df, table, ("bus",), sk)
+        vn_kv = _bus_voltages(net, df)
+        numbers = [c for c in ("ps_mw", "qs_mvar", "pz_mw", "qz_mvar", *(("r_ohm", "x_ohm", "vm_pu") if table == "xward" else ()))]
+        _first_bad(df, ~np.isfinite(df[numbers].to_numpy(float)).all(axis=1), table, f"{', '.join(numbers)} must be numbers", b.grid_iri)
+        rows = zip(df.index.tolist(), _names(df), df.bus.tolist(), df.in_service.astype(bool).tolist(), sk.feeders_of(df),
+                   _floats(df.ps_mw), _floats(df.qs_mvar), _floats(df.pz_mw / vn_kv**2), _floats(-df.qz_mvar / vn_kv**2), _floats(vn_kv),
+                   strict=True)
+        for index, name, bus, in_service, feeder, ps, qs, g_s, b_s, vn in rows:
+            iri = b.iri(table, index)
+            _equivalent_injection(b, URIRef(f"{iri}/injection"), name, feeder, in_service, sk.bus[bus], ps, qs)
+            shunt = b.equipment(URIRef(f"{iri}/shunt"), C["EquivalentShunt"], name, feeder, in_service, (sk.bus[bus],))
+            b.value(shunt, C["EquivalentShunt.g"], g_s)
+            b.value(shunt, C["EquivalentShunt.b"], b_s)
+            if table == "xward":
+                row = df.loc[index]
+                internal = sk.write_aux_node(b.iri("bus", f"xward-{index}"), bus, f"{name} (internal node)" if name else "", feeder)
+                rx = (float(row.r_ohm), float(row.x_ohm)) * 2  # symmetric: r21, x21 = r, x
+                _equivalent_branch(b, URIRef(f"{iri}/branch"), name, feeder, in_service, (sk.bus[bus], internal), rx)
+                _equivalent_injection(b, URIRef(f"{iri}/source"), name, feeder, in_service, internal, 0.0, 0.0, float(row.vm_pu) * vn)
+
+
+def write_three_winding_transformers(net, sk: Skeleton) -> None:
+    """trafo3w → cim:PowerTransformer with ends 1, 2, 3 (HV, MV, LV): each end's r, x the star equivalent pandapower builds,
+    in ohm at the end's own rated voltage; magnetising g, b on end 1 (pandapower's default loss side); shifts as clock
+    numbers on ends 2 and 3; a ratio tap changer on tap_side (at the winding's terminal, not the star point)."""
+    t3, b = net.trafo3w, sk.b
+    _check_buses(t3, "trafo3w", ("hv_bus", "mv_bus", "lv_bus"), sk)
+    _check_trafo3w_model(t3, b.grid_iri)
+    sides = ("hv", "mv", "lv")
+    sn_mva = np.array([t3[f"sn_{s}_mva"].to_numpy(float) for s in sides])
+    vn_kv = np.array([t3[f"vn_{s}_kv"].to_numpy(float) for s in sides])
+    vk = np.array([t3[f"vk_{s}_percent"].to_numpy(float) for s in sides])
+    vkr = np.array([t3[f"vkr_{s}_percent"].to_numpy(float) for s in sides])
+    star_r, star_x = star_impedances(vk, vkr, sn_mva)
+    r_ohm, x_ohm = star_r / 100 * vn_kv**2 / sn_mva, star_x / 100 * vn_kv**2 / sn_mva
+    pfe_mw = t3.pfe_kw.to_numpy(float) / 1000
+    b_mva = np.sqrt(np.maximum((t3.i0_percent.to_numpy(float) / 100 * sn_mva[0]) ** 2 - pfe_mw**2, 0.0))
+    g_s, b_s = pfe_mw / vn_kv[0] ** 2, b_mva / vn_kv[0] ** 2
+    clocks = [np.rint(_column(t3, f"shift_{s}_degree", 0.0).fillna(0.0).to_numpy(float) / 30).astype(int) % 12 for s in ("mv", "lv")]
+    clock = np.array([np.zeros(len(t3), dtype=int), *clocks])
+    taps = tap_changers(t3, b.grid_iri, table="trafo3w", sides=sides)
+    rows = zip(t3.index.tolist(), _names(t3), t3.in_service.astype(bool).tolist(), sk.feeders_of(t3), taps, strict=True)
+    for k, (index, name, in_service, feeder, tap) in enumerate(rows):
+        nodes = [sk.bus[t3.at[index, f"{s}_bus"]] for s in sides]
+        node = b.equipment(b.iri("trafo3w", index), C["PowerTransformer"], name, feeder, in_service, nodes)
+        ends = [_transformer_end(b, node, i + 1, float(vn_kv[i, k]), float(sn_mva[i, k]),
+                                 (r_ohm[i, k], x_ohm[i, k], *((g_s[k], b_s[k]) if i == 0 else (0.0, 0.0))), int(clock[i, k]))
+                for i in range(3)]
+        if tap is not None:
+            _tap_changer(b, node, ends[sides.index(tap["side"])], tap)
+
+
+def star_impedances(vk_percent: np.ndarray, vkr_percent: np.ndarray, sn_mva: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Star-equivalent resistive and reactive parts (percent, each winding on its own rating) of pandapower's trafo3w,
+    exactly as pandapower computes them (`build_branch._calculate_sc_voltages_of_equivalent_transformers`)."""
+    from pandapower.build_branch import wye_delta_vector, z_br_to_bus_vector
+
+    vk_delta, vkr_delta = z_br_to_bus_vector(vk_percent, sn_mva), z_br_to_bus_vector(vkr_percent, sn_mva)
+    return wye_delta_vector(vkr_delta, sn_mva), wye_delta_vector(np.sqrt(vk_delta**2 - vkr_delta**2), sn_mva)
+
+
+def _check_trafo3w_model(t3: pd.DataFrame, grid_iri: str) -> None:
+    def bad(mask, message):
+        _first_bad(t3, mask, "trafo3w", message, grid_iri)
+
+    for side in ("hv", "mv", "lv"):
+        for column in (f"sn_{side}_mva", f"vn_{side}_kv"):
+            bad(~(t3[column] > 0), f"{column} must be greater than 0")
+        bad(~(t3[f"vkr_{side}_percent"] >= 0) | ~(t3[f"vk_{side}_percent"] >= t3[f"vkr_{side}_percent"]),
+            f"needs 0 <= vkr_{side}_percent <= vk_{side}_percent")
+        if side != "hv":
+            shift = _column(t3, f"shift_{side}_degree", 0.0).fillna(0.0).to_numpy(float)
+            bad(np.abs(shift / 30 - np.rint(shift / 30)) > 1e-9, f"shift_{side}_degree must be a multiple of 30°")
+    bad(~(t3.pfe_kw >= 0) | ~(t3.i0_percent >= 0), "pfe_kw and i0_percent must be 0 or more")
+    bad(_column(t3, "tap_at_star_point", False).fillna(False).astype(bool) & _column(t3, "tap_side", None).notna(),
+        "a tap changer at the star point is not supported (only at a winding's terminal)")
+    bad(_column(t3, "tap_dependency_table", False).fillna(False).astype(bool), "tap-dependent impedance tables are not supported")
+    changer = [None if pd.isna(v) else v for v in _column(t3, "tap_changer_type", None)]
+    bad([c not in TAP_CHANGER_TYPES for c in changer], "only ratio tap changers (tap_changer_type 'Ratio' or unset) are supported")
+    bad(_column(t3, "tap_step_degree", 0.0).fillna(0.0) != 0, "phase-shifting taps (tap_step_degree) are not supported")
+    if "loss_side" in t3:
+        bad(_column(t3, "loss_side", "hv").fillna("hv") != "hv", "magnetising losses on another side than hv are not supported")
 
 
 # --- entry points -------------------------------------------------------------------------------------
@@ -571,6 +905,12 @@ def net_triples(net, *, grid_iri: str, grid_name: str, owner_iri: str | None = N
         write_static_generators(net, sk)
         write_storages(net, sk)
         write_external_grids(net, sk)
+        write_shunts(net, sk)
+        write_generators(net, sk)
+        write_motors(net, sk)
+        write_three_winding_transformers(net, sk)
+        write_impedances(net, sk)
+        write_wards(net, sk)
     return b.triples
 
 

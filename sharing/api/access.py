@@ -23,10 +23,11 @@ from sharing.api.base import PolicyViewSet
 from sharing.audit import audit_record
 from sharing.datasets import offer_datasets
 from sharing.models import DROPPABLE_FIELDS, AccessRequest, DataCategory, DatasetOffer, GroupBy, Resolution
+from twin.api.serializers import BodyModelSerializer, BodySerializer, IriField, ZonedDateTimeField
 from twin.api.views import JsonBodyParser
 
 
-class AccessRequestSerializer(serializers.ModelSerializer):
+class AccessRequestSerializer(BodyModelSerializer):
     """A request as its consumer and the provider's steward see it; only the asks are writable."""
 
     consumer = serializers.SlugRelatedField(slug_field="iri", read_only=True)
@@ -34,7 +35,7 @@ class AccessRequestSerializer(serializers.ModelSerializer):
     offer = serializers.CharField(required=False, max_length=500, help_text="uid of the offer (default: the one holding the datasets).")
     datasets = serializers.ListField(child=serializers.CharField(max_length=100), min_length=1, max_length=workflow.MAX_DATASETS,
                                      help_text="Dataset ids from GET /api/v1/shared/catalog.")
-    valid_from = serializers.DateTimeField(required=False, help_text="Default: now.")
+    valid_from = ZonedDateTimeField(required=False, help_text="Default: now.")
     agreement = serializers.SerializerMethodField()
 
     class Meta:
@@ -55,30 +56,30 @@ class AccessRequestSerializer(serializers.ModelSerializer):
         return data
 
 
-class ReviewSerializer(serializers.Serializer):
+class ReviewSerializer(BodySerializer):
     """Body of approve: in force at once, or as an offer the consumer accepts."""
 
     activate = serializers.BooleanField(default=True)
 
 
-class ReasonSerializer(serializers.Serializer):
+class ReasonSerializer(BodySerializer):
     reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
 
-class CounterOfferSerializer(serializers.Serializer):
+class CounterOfferSerializer(BodySerializer):
     """The terms a counter-offer changes (any of these) and why."""
 
     reason = serializers.CharField(max_length=500, required=False, default="")
-    valid_from = serializers.DateTimeField(required=False)
-    valid_until = serializers.DateTimeField(required=False)
+    valid_from = ZonedDateTimeField(required=False)
+    valid_until = ZonedDateTimeField(required=False)
     resolution = serializers.ChoiceField(choices=Resolution.choices, required=False)
     categories = serializers.ListField(child=serializers.ChoiceField(choices=DataCategory.values), required=False, min_length=1)
     feeder_iris = serializers.ListField(child=serializers.CharField(max_length=500), required=False, max_length=workflow.MAX_DATASETS)
     group_by = serializers.ChoiceField(choices=GroupBy.choices, required=False)
     min_group_size = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
     dropped_fields = serializers.ListField(child=serializers.ChoiceField(choices=list(DROPPABLE_FIELDS)), required=False)
-    data_start = serializers.DateTimeField(required=False, allow_null=True)
-    data_end = serializers.DateTimeField(required=False, allow_null=True)
+    data_start = ZonedDateTimeField(required=False, allow_null=True)
+    data_end = ZonedDateTimeField(required=False, allow_null=True)
     delete_after_days = serializers.IntegerField(min_value=1, max_value=36_500, required=False, allow_null=True)
     attribution = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
@@ -165,12 +166,14 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pol
 
 
 
-class OfferSerializer(serializers.ModelSerializer):
+class OfferSerializer(BodyModelSerializer):
     """An offer of the provider's datasets; the provider is the steward's participant (not writable)."""
 
     provider = serializers.SlugRelatedField(slug_field="iri", read_only=True)
     grid = serializers.CharField(max_length=500, help_text="IRI of one of your grids.")
     uid = serializers.CharField(max_length=500, required=False, help_text="The offer's IRI (default: a new urn:uuid).")
+    feeder_iris = serializers.ListField(child=IriField(), required=False, max_length=workflow.MAX_DATASETS,
+                                        help_text="Feeders offered (IRIs), one dataset each; empty: the grid.")
     datasets = serializers.SerializerMethodField(help_text="The dataset ids it offers (one per category and feeder, or grid).")
 
     class Meta:

@@ -13,14 +13,17 @@ import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils.dateparse import parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend, FilterSet
+from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import exceptions, pagination, viewsets
 
 from sharing import decisions
 from sharing.audit import audit_record
 from sharing.principals import principal_of
+from twin.api.errors import ApiSchema
+from twin.api.serializers import DATE_TIME_SCHEMA, MAX_ID, IriField, QuerySerializer, TimeRefused, invalid_filter, zoned_time
 
-MAX_ID = 2**63 - 1
 METHOD_ACTIONS = {"GET": decisions.VIEW, "HEAD": decisions.VIEW, "OPTIONS": decisions.VIEW, "POST": decisions.ADD,
                   "PUT": decisions.CHANGE, "PATCH": decisions.CHANGE, "DELETE": decisions.CHANGE}
 
@@ -34,6 +37,7 @@ class DecisionDenied(exceptions.APIException):
         super().__init__(detail=detail)
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
 class IdFilter(django_filters.NumberFilter):
     """A foreign key filtered by id: a number within bigint, no choices rendered, no existence check."""
 
@@ -76,17 +80,43 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
     field_class = StrictBooleanField
 
 
+class ZonedDateTimeFormField(forms.DateTimeField):
+    """An ISO 8601 time by the API's one rule for times (zoned_time); Django's own field would make a naive time aware."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        try:
+            parsed = parse_datetime(str(value))
+        except ValueError:  # well-formed, but no such day or hour (2024-02-30)
+            parsed = None
+        if parsed is None:
+            raise ValidationError("an ISO 8601 time with its zone, e.g. 2024-05-01T00:00:00Z", code="invalid")
+        try:
+            return zoned_time(parsed)
+        except TimeRefused as exc:
+            raise ValidationError(str(exc), code=exc.code) from exc
+
+
+@extend_schema_field(DATE_TIME_SCHEMA)
+class ZonedDateTimeFilter(django_filters.DateTimeFilter):
+    field_class = ZonedDateTimeFormField
+
+
+@extend_schema_field({"type": "string", "minLength": 1})
+class TextFilter(django_filters.CharFilter):
+    """A text filter; empty is refused like every empty filter value (ScopedFilterBackend), so the schema says minLength 1."""
+
+
 class ScopedFilterSet(FilterSet):
-    """django-filter's defaults, but foreign keys are ids (IdFilter) instead of choices from the whole table, and booleans strict."""
+    """django-filter's defaults, but foreign keys are ids (IdFilter) instead of choices from the whole table, booleans strict,
+    and times and texts by the API's rules (ZonedDateTimeFilter, TextFilter)."""
 
     FILTER_DEFAULTS = {**FilterSet.FILTER_DEFAULTS, models.ForeignKey: {"filter_class": IdFilter},
                        models.OneToOneField: {"filter_class": IdFilter},
-                       models.BooleanField: {"filter_class": StrictBooleanFilter}}
-
-
-def invalid_filter(errors: dict) -> exceptions.ValidationError:
-    """The one refusal of a query parameter's value: 400 `invalid_filter`, with the messages per parameter."""
-    return exceptions.ValidationError({"reason": "invalid_filter", "message": "a query parameter has a value it does not take", **errors})
+                       models.BooleanField: {"filter_class": StrictBooleanFilter},
+                       models.DateTimeField: {"filter_class": ZonedDateTimeFilter},
+                       models.CharField: {"filter_class": TextFilter}, models.TextField: {"filter_class": TextFilter}}
 
 
 class ScopedFilterBackend(DjangoFilterBackend):
@@ -99,9 +129,17 @@ class ScopedFilterBackend(DjangoFilterBackend):
         filterset = self.get_filterset(request, queryset, view)
         if filterset is None:
             return queryset
-        if not filterset.is_valid():
-            raise invalid_filter({name: list(messages) for name, messages in filterset.errors.items()})
+        # django-filter skips an empty value as if it were absent: `?end=` would silently filter nothing
+        errors = {name: ["an empty value filters nothing: give a value or leave the parameter out"]
+                  for name in filterset.filters if request.query_params.get(name) == ""}
+        if errors or not filterset.is_valid():
+            raise invalid_filter(errors | {name: list(messages) for name, messages in filterset.errors.items()})
         return filterset.qs
+
+
+# The pagination parameters, for views whose response the schema cannot see is a page (lists of plain dicts).
+PAGE_PARAMETERS = [OpenApiParameter("limit", {"type": "integer", "minimum": 1}, description="Rows per page (default 100, at most 1,000)."),
+                   OpenApiParameter("offset", {"type": "integer", "minimum": 0}, description="Rows to skip.")]
 
 
 class BoundedLimitOffsetPagination(pagination.LimitOffsetPagination):
@@ -128,6 +166,21 @@ class BoundedLimitOffsetPagination(pagination.LimitOffsetPagination):
     def get_offset(self, request):
         return min(self._parameter(request, self.offset_query_param, minimum=0, default=0), MAX_ID)
 
+    def get_schema_operation_parameters(self, view):
+        """`limit` and `offset` with the smallest values they take (a larger value than a page holds is cut, not refused)."""
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1 if parameter["name"] == self.limit_query_param else 0
+        return parameters
+
+
+class DecisionQuery(QuerySerializer):
+    """The parameters any request may carry for its decision, typed like every other: the participant a user acts for and the
+    agreement to read under (`purpose` is the decision's own to judge: purpose_required, unknown_purpose)."""
+
+    participant = IriField(required=False)
+    agreement = IriField(required=False)
+
 
 class PolicyViewSet(viewsets.GenericViewSet):
     """Base of every endpoint: the request is decided once in `initial()`; rows come only from the decision.
@@ -142,6 +195,7 @@ class PolicyViewSet(viewsets.GenericViewSet):
     policy_actions: dict[str, str] = {}
     filter_backends = [ScopedFilterBackend]
     pagination_class = BoundedLimitOffsetPagination
+    schema = ApiSchema()  # the error responses of every operation, in the error shape
     decision: decisions.Decision | None = None
 
     def policy_action(self) -> str:
@@ -149,6 +203,9 @@ class PolicyViewSet(viewsets.GenericViewSet):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
+        if not hasattr(self, request.method.lower()):  # a method the route does not take: 405 (with Allow) before any decision
+            raise exceptions.MethodNotAllowed(request.method)
+        DecisionQuery.of(request)
         self.principal = principal_of(request)
         self.decision = decisions.decide(self.principal, self.policy_action(), self.resource,
                                          purpose=request.query_params.get(decisions.PURPOSE_PARAMETER), model=self.asset_model,

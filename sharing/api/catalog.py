@@ -17,7 +17,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 
 from sharing import catalog
-from sharing.api.base import PolicyViewSet
+from sharing.api.base import PAGE_PARAMETERS, PolicyViewSet
 from sharing.api.rows import negotiated_format
 from sharing.datasets import parse_dataset_id
 from sharing.models import DataCategory
@@ -29,8 +29,8 @@ NOT_IN_CATALOG = "no such dataset"
 DATASET_ID_PARAMETER = OpenApiParameter("id", str, OpenApiParameter.PATH,
                                         description="Dataset id, e.g. g12-f34-telemetry (`dct:identifier` in the catalog).")
 
-PAGE_PARAMETERS = [OpenApiParameter("limit", int, description="Datasets per page (default 100, at most 1,000)."),
-                   OpenApiParameter("offset", int, description="Datasets to skip.")]
+# JSON-LD is the representation (also for Accept: application/json and */*); Turtle when asked for.
+CATALOG_RESPONSES = {(200, "application/ld+json"): OpenApiTypes.OBJECT, (200, "text/turtle"): OpenApiTypes.STR}
 
 
 class CatalogQuery(QuerySerializer):
@@ -76,7 +76,7 @@ class CatalogViewSet(RdfNegotiationMixin, PolicyViewSet):
             return HttpResponse(catalog.as_turtle(document), content_type="text/turtle; charset=utf-8")
         return HttpResponse(orjson.dumps(document), content_type="application/ld+json")
 
-    @extend_schema(operation_id="v1_shared_catalog_list", parameters=[CatalogQuery, *PAGE_PARAMETERS], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="v1_shared_catalog_list", parameters=[CatalogQuery, *PAGE_PARAMETERS], responses=CATALOG_RESPONSES)
     def list(self, request):
         """Your catalog: the datasets your agreements in force grant and those of offers shown to you, paginated."""
         wanted = CatalogQuery.filter_of(request)
@@ -88,7 +88,7 @@ class CatalogViewSet(RdfNegotiationMixin, PolicyViewSet):
         document = catalog.catalog_document(page, consumer=participant, links=self.links(), page=meta)
         return self.respond(document, len(page))
 
-    @extend_schema(parameters=[DATASET_ID_PARAMETER], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[DATASET_ID_PARAMETER], responses=CATALOG_RESPONSES)
     def retrieve(self, request, pk=None):
         """One dataset of your catalog; 404 alike for a malformed id, an absent dataset and one not in your catalog."""
         key = parse_dataset_id(pk)

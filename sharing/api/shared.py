@@ -21,22 +21,32 @@ from rest_framework.response import Response
 from ingest.aggregates import group_aggregates, point_readings
 from ingest.selectors import QueryTooLarge
 from sharing import decisions, scope
-from sharing.api.base import PolicyViewSet
+from sharing.api.base import PAGE_PARAMETERS, PolicyViewSet
 from sharing.api.rows import as_jsonld, as_turtle, negotiated_format
 from sharing.models import RESOLUTION_ORDER, Purpose, Resolution
 from sharing.rows import asset_rows, hosting_results, hosting_rows, redact, run_rows, topology_rows, violation_rows
 from sharing.scope import MODEL_OF_TYPE
 from twin import models as twin
-from twin.api.serializers import QuerySerializer
+from twin.api.serializers import MAX_IRI_CHARS, IriField, QuerySerializer, ZonedDateTimeField
 from twin.api.views import RdfNegotiationMixin
 from twin.models import QUANTITIES
 
 SHARED_PARAMETERS = [
     OpenApiParameter(decisions.PURPOSE_PARAMETER, str, enum=Purpose.values, required=True,
                      description="Why you read this; an agreement in force must grant it."),
-    OpenApiParameter(decisions.AGREEMENT_PARAMETER, str, description="Id or uid of the agreement to read under (when several grant it)."),
+    OpenApiParameter(decisions.AGREEMENT_PARAMETER, {"type": "string", "minLength": 1, "maxLength": MAX_IRI_CHARS},
+                     description="Id or uid of the agreement to read under (when several grant it)."),
 ]
-FEEDER_PARAMETER = OpenApiParameter("feeder", str, description="Only this feeder (IRI) of the agreement's scope; 404 outside it.")
+# Every shared view answers the same rows as JSON (default), JSON-LD or Turtle (negotiated_format).
+SHARED_RESPONSES = {(200, "application/json"): OpenApiTypes.OBJECT, (200, "application/ld+json"): OpenApiTypes.OBJECT,
+                    (200, "text/turtle"): OpenApiTypes.STR}
+
+
+class FeederQuery(QuerySerializer):
+    """The feeder a shared view may be narrowed to."""
+
+    feeder = IriField(required=False, help_text="Only this feeder (IRI) of the agreement's scope; 404 outside it.")
+
 # A group's min and max are each one household's own value: aggregates go out as mean, sum and counts only.
 WITHHELD_EXTREMES = ("min", "max")
 
@@ -47,7 +57,7 @@ class SharedViewSet(RdfNegotiationMixin, PolicyViewSet):
     def in_feeder(self, rows):
         """Rows narrowed to the feeder named by `?feeder=<IRI>` (one of the provider's groups, not a set the consumer makes);
         404 when that feeder is outside the agreement, as when it does not exist."""
-        iri = self.request.query_params.get("feeder")
+        iri = FeederQuery.of(self.request).get("feeder")
         if not iri:
             return rows
         if not scope.scope_feeders(self.decision.agreement).filter(iri=iri).exists():
@@ -83,7 +93,7 @@ class SharedAssetViewSet(SharedViewSet):
 
     resource = "shared.asset"
 
-    @extend_schema(parameters=[*SHARED_PARAMETERS, FEEDER_PARAMETER], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[*SHARED_PARAMETERS, FeederQuery, *PAGE_PARAMETERS], responses=SHARED_RESPONSES)
     def list(self, request):
         rows = self.get_queryset()
         if any(f.name == "feeder" for f in self.asset_model._meta.get_fields()):
@@ -106,7 +116,7 @@ class SharedTopologyViewSet(SharedViewSet):
     resource = "shared.topology"
     asset_model = twin.Bus
 
-    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=SHARED_PARAMETERS, responses=SHARED_RESPONSES)
     def list(self, request):
         rows = topology_rows(self.decision.agreement)
         return self.respond({"count": len(rows), "results": rows}, len(rows))
@@ -116,8 +126,8 @@ class SharedTelemetryQuery(QuerySerializer):
     """Query parameters of GET /shared/telemetry."""
 
     quantity = serializers.ChoiceField(choices=sorted(QUANTITIES))
-    start = serializers.DateTimeField()
-    end = serializers.DateTimeField()
+    start = ZonedDateTimeField()
+    end = ZonedDateTimeField()
     resolution = serializers.ChoiceField(choices=Resolution.values, required=False,
                                          help_text="Default: the agreement's; finer than it is refused.")
 
@@ -132,7 +142,7 @@ class SharedTelemetryViewSet(SharedViewSet):
 
     resource = "shared.telemetry"
 
-    @extend_schema(parameters=[*SHARED_PARAMETERS, FEEDER_PARAMETER, SharedTelemetryQuery], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[*SHARED_PARAMETERS, FeederQuery, SharedTelemetryQuery], responses=SHARED_RESPONSES)
     def list(self, request):
         params, obligations = SharedTelemetryQuery.of(request), self.decision.obligations
         resolution = params.get("resolution") or obligations.resolution
@@ -183,19 +193,20 @@ class SharedRunViewSet(SharedViewSet):
     resource = "shared.run"
     lookup_value_regex = r"\d+"
 
-    @extend_schema(operation_id="v1_shared_loadflow_runs_list", parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="v1_shared_loadflow_runs_list", parameters=[*SHARED_PARAMETERS, *PAGE_PARAMETERS],
+                   responses=SHARED_RESPONSES)
     def list(self, request):
         page, meta = self.page(run_rows(self.get_queryset()))
         return self.respond({**meta, "results": page}, len(page))
 
-    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=SHARED_PARAMETERS, responses=SHARED_RESPONSES)
     def retrieve(self, request, pk=None):
         found = run_rows(self.get_queryset().filter(pk=pk))
         if not found:
             raise NotFound("no such run")
         return self.respond(found[0], 1)
 
-    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=SHARED_PARAMETERS, responses=SHARED_RESPONSES)
     @action(detail=True, methods=["get"])
     def results(self, request, pk=None):
         """Snapshot bus results of buses in scope. A run fed by measured telemetry inherits the telemetry's terms: unless the
@@ -226,7 +237,7 @@ class SharedViolationViewSet(SharedViewSet):
 
     resource = "shared.violation"
 
-    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[*SHARED_PARAMETERS, *PAGE_PARAMETERS], responses=SHARED_RESPONSES)
     def list(self, request):
         page, meta = self.page(violation_rows(self.get_queryset()))
         return self.respond({**meta, "results": page}, len(page))
@@ -237,7 +248,7 @@ class SharedHostingViewSet(SharedViewSet):
 
     resource = "shared.hosting"
 
-    @extend_schema(parameters=SHARED_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[*SHARED_PARAMETERS, *PAGE_PARAMETERS], responses=SHARED_RESPONSES)
     def list(self, request):
         results, _ = hosting_results(self.decision.agreement, self.get_queryset())
         page, meta = self.page(hosting_rows(results))

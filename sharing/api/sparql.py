@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import parsers, serializers
@@ -95,10 +95,12 @@ class SparqlFormParser(parsers.FormParser):
         return super().parse(stream, media_type, parser_context)
 
 
-class UnsupportedBody:
-    """What OtherBodyParser hands the view: a body of another media type, unread."""
+class UnsupportedBody(QueryDict):
+    """What OtherBodyParser hands the view: a body of another media type, unread. An empty form to whoever reads it as one
+    (OAuth2 authentication reads `request.POST` of a multipart body before the view: it was a 500)."""
 
     def __init__(self, media_type: str | None):
+        super().__init__()
         self.media_type = media_type
 
 
@@ -123,7 +125,7 @@ QUERY_DESCRIPTION = ("SPARQL 1.1 query over the permitted graph of the agreement
                      "redacted as the REST views are; no telemetry. Limits: GRIDTWIN_SPARQL_TIMEOUT_S, GRIDTWIN_SPARQL_MAX_ROWS.")
 RESULT_TYPES = ("application/sparql-results+json", "text/csv", "text/tab-separated-values", "application/sparql-results+xml",
                 "text/turtle", "application/n-triples", "application/ld+json", "application/rdf+xml")
-QUERY_RESPONSES = {(200, media_type): OpenApiTypes.STR for media_type in RESULT_TYPES} | {
+QUERY_RESPONSES = {(200, media): OpenApiTypes.ANY if media.endswith("json") else OpenApiTypes.STR for media in RESULT_TYPES} | {
     400: OpenApiResponse(description="sparql_syntax, sparql_forbidden (with feature), query_timeout, too_many_rows, query_required, "
                                      "purpose_required"),
     403: OpenApiResponse(description="purpose_not_granted"), 404: OpenApiResponse(description="no agreement in force"),

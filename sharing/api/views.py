@@ -5,7 +5,6 @@ Views declare; `sharing.services` writes and `sharing.decisions` decides (throug
 
 from __future__ import annotations
 
-import orjson
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -19,18 +18,20 @@ from sharing.api.base import PolicyViewSet
 from sharing.api.rows import negotiated_format
 from sharing.models import Agreement, AuditEntry
 from sharing.scope import MODEL_OF_TYPE
-from twin.api.views import JsonBodyParser, RdfNegotiationMixin, RdfUploadParser
+from twin.api.serializers import BodyModelSerializer, BodySerializer
+from twin.api.views import JsonBodyParser, RdfNegotiationMixin, RdfUploadParser, json_body
 from twin.models import OwnerConsent, Participant
 
 ODRL_MEDIA_TYPES = {"application/ld+json": "json-ld", "text/turtle": "turtle"}
+ASSET_RESOURCES = ("asset", "shared.asset")
 
 
-class AgreementSerializer(serializers.ModelSerializer):
+class AgreementSerializer(BodyModelSerializer):
     """An agreement's terms as JSON; who provides it, its state and its history are not writable (the lifecycle sets them)."""
 
     provider = serializers.SlugRelatedField(slug_field="iri", read_only=True)
     consumer = serializers.CharField(max_length=500, help_text="IRI of the consuming participant.")
-    previous = serializers.SlugRelatedField(slug_field="uid", read_only=True)
+    previous = serializers.SlugRelatedField(slug_field="uid", read_only=True, allow_null=True)
 
     def validate_consumer(self, iri: str) -> Participant:
         """The consumer by IRI (a text field, so no form ever lists the hub's participants)."""
@@ -53,7 +54,11 @@ class AgreementSerializer(serializers.ModelSerializer):
         extra_kwargs = {"uid": {"required": False}}
 
 
-class TransitionSerializer(serializers.Serializer):
+ODRL_REFUSED = OpenApiResponse(description="terms outside the gridtwin ODRL profile (reason odrl_violation …, with the node)")
+TRANSITION_RESPONSES = {200: AgreementSerializer, 409: OpenApiResponse(description="the agreement's state does not allow this step")}
+
+
+class TransitionSerializer(BodySerializer):
     reason = serializers.CharField(required=False, default="", max_length=500)
 
 
@@ -70,6 +75,8 @@ class AgreementViewSet(RdfNegotiationMixin, mixins.ListModelMixin, mixins.Retrie
     def get_queryset(self):
         return super().get_queryset().select_related("provider", "consumer", "previous").order_by("-id")
 
+    @extend_schema(responses={(200, "application/json"): AgreementSerializer, (200, "application/ld+json"): OpenApiTypes.ANY,
+                              (200, "text/turtle"): OpenApiTypes.STR})
     def retrieve(self, request, *args, **kwargs):
         agreement = self.get_object()
         chosen = negotiated_format(request.META.get("HTTP_ACCEPT", ""))
@@ -80,7 +87,8 @@ class AgreementViewSet(RdfNegotiationMixin, mixins.ListModelMixin, mixins.Retrie
 
     @extend_schema(request={"application/json": AgreementSerializer, "application/ld+json": OpenApiTypes.BINARY,
                             "text/turtle": OpenApiTypes.BINARY},
-                   responses={201: AgreementSerializer, 400: OpenApiResponse(description="invalid terms or ODRL policy")})
+                   responses={201: AgreementSerializer, 400: OpenApiResponse(description="invalid terms or ODRL policy"),
+                              422: ODRL_REFUSED})
     def create(self, request):
         """A draft agreement of your participant (you must be its steward): JSON terms, or an ODRL policy as JSON-LD / Turtle."""
         terms = self._terms(request)
@@ -101,42 +109,44 @@ class AgreementViewSet(RdfNegotiationMixin, mixins.ListModelMixin, mixins.Retrie
         return dict(serializer.validated_data)
 
     def _transition(self, request, step: str):
-        body = TransitionSerializer(data=_json(request.data) if isinstance(request.data, bytes) and request.data else {})
+        body = TransitionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         agreement = services.agreement_transition(agreement=self.get_object(), step=step, actor=self.principal.participant,
                                                   user=self.principal.user, reason=body.validated_data["reason"],
                                                   credential=self.principal.credential_label)
         return Response(self.get_serializer(agreement).data)
 
-    @extend_schema(request=TransitionSerializer, responses={200: AgreementSerializer})
-    @action(detail=True, methods=["post"])
+    @extend_schema(request={"application/json": TransitionSerializer}, responses=TRANSITION_RESPONSES)
+    @action(detail=True, methods=["post"], parser_classes=[JsonBodyParser])
     def offer(self, request, pk=None):
         """Offer the draft to the consumer (its terms are frozen from now on)."""
         return self._transition(request, "offer")
 
-    @extend_schema(request=TransitionSerializer, responses={200: AgreementSerializer})
-    @action(detail=True, methods=["post"])
+    @extend_schema(request={"application/json": TransitionSerializer}, responses=TRANSITION_RESPONSES)
+    @action(detail=True, methods=["post"], parser_classes=[JsonBodyParser])
     def activate(self, request, pk=None):
         """Put the agreement in force (a steward of the provider only); an amendment replaces the version before it."""
         return self._transition(request, "activate")
 
-    @extend_schema(request=TransitionSerializer, responses={200: AgreementSerializer})
-    @action(detail=True, methods=["post"])
+    @extend_schema(request={"application/json": TransitionSerializer}, responses=TRANSITION_RESPONSES)
+    @action(detail=True, methods=["post"], parser_classes=[JsonBodyParser])
     def suspend(self, request, pk=None):
         """Take the agreement out of force until it is activated again."""
         return self._transition(request, "suspend")
 
-    @extend_schema(request=TransitionSerializer, responses={200: AgreementSerializer})
-    @action(detail=True, methods=["post"])
+    @extend_schema(request={"application/json": TransitionSerializer}, responses=TRANSITION_RESPONSES)
+    @action(detail=True, methods=["post"], parser_classes=[JsonBodyParser])
     def revoke(self, request, pk=None):
         """End the agreement for good, from the next request on."""
         return self._transition(request, "revoke")
 
-    @extend_schema(request=AgreementSerializer, responses={201: AgreementSerializer})
-    @action(detail=True, methods=["post"])
+    @extend_schema(request={"application/json": AgreementSerializer(partial=True)},
+                   responses={201: AgreementSerializer, 409: OpenApiResponse(description="this version already has an amendment"),
+                              422: ODRL_REFUSED})
+    @action(detail=True, methods=["post"], parser_classes=[JsonBodyParser])
     def amend(self, request, pk=None):
         """A new draft version with the changed terms given (the rest copied); activating it replaces this one."""
-        serializer = self.get_serializer(data=_json(request.data) if isinstance(request.data, bytes) else {}, partial=True)
+        serializer = self.get_serializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         changes = {k: v for k, v in serializer.validated_data.items() if k in Agreement.TERMS}
         agreement = services.agreement_amend(agreement=self.get_object(), actor=self.principal.participant, user=self.principal.user,
@@ -145,21 +155,25 @@ class AgreementViewSet(RdfNegotiationMixin, mixins.ListModelMixin, mixins.Retrie
 
 
 def _json(body: bytes) -> dict:
-    try:
-        found = orjson.loads(body) if body else {}
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError({"reason": "malformed_json", "message": f"the body is not JSON: {exc}"}) from exc
+    """A JSON body of this RDF-or-JSON view, by the API's one rule for JSON bodies (`twin.api.views.json_body`)."""
+    found = json_body(body) if body else {}
     if not isinstance(found, dict):
-        raise ValidationError({"reason": "malformed_json", "message": "the body must be a JSON object"})
+        raise ValidationError({"reason": "invalid_json", "message": "the body must be a JSON object"})
     return found
 
 
-class DecisionRequestSerializer(serializers.Serializer):
+class DecisionRequestSerializer(BodySerializer):
     action = serializers.ChoiceField(choices=[decisions.VIEW, decisions.ADD, decisions.CHANGE], default=decisions.VIEW)
     resource = serializers.ChoiceField(choices=decisions.RESOURCES)
     asset_type = serializers.ChoiceField(choices=sorted(MODEL_OF_TYPE), required=False)
     purpose = serializers.CharField(required=False, allow_blank=True, max_length=40)
     agreement = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+    def validate(self, attrs):
+        """`asset_type` names the kind of asset of the asset resources, which are decided per kind, and only theirs."""
+        if (attrs["resource"] in ASSET_RESOURCES) != ("asset_type" in attrs):
+            raise serializers.ValidationError({"asset_type": [f"required with {' and '.join(ASSET_RESOURCES)}, and only with them"]})
+        return attrs
 
 
 class DecisionViewSet(PolicyViewSet):
@@ -200,7 +214,7 @@ class AuditViewSet(mixins.ListModelMixin, PolicyViewSet):
         return super().get_queryset().order_by("-id")
 
 
-class OwnerConsentSerializer(serializers.ModelSerializer):
+class OwnerConsentSerializer(BodyModelSerializer):
     class Meta:
         model = OwnerConsent
         fields = ["id", "grid_iri", "created_at"]

@@ -7,12 +7,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.response import Response
 
-from sharing.api.base import PolicyViewSet
+from sharing.api.base import PAGE_PARAMETERS, PolicyViewSet
 from twin import models, plots
-from twin.api.serializers import MAX_IRI_CHARS, IriField, NumberField, QuerySerializer, ZonedDateTimeField
+from twin.api.serializers import MAX_IRI_CHARS, BodySerializer, IdField, IriField, NumberField, QuerySerializer, ZonedDateTimeField
 from twin.api.views import JsonBodyParser
 from twin.loadflow import scenarios, selectors, services
 from twin.tasks import enqueue
@@ -43,7 +43,7 @@ class ScenarioField(serializers.JSONField):
         return data
 
 
-class RunParametersSerializer(serializers.Serializer):
+class RunParametersSerializer(BodySerializer):
     """What a run may be asked to judge by or change: known keys only, each typed (units in the names)."""
 
     vm_min_pu = NumberField(required=False, help_text="Lower end of the voltage band (pu; default 0.9).")
@@ -72,8 +72,8 @@ class RunParametersSerializer(serializers.Serializer):
         return value
 
 
-class RunRequestSerializer(serializers.Serializer):
-    grid = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+class RunRequestSerializer(BodySerializer):
+    grid = IdField()
     kind = serializers.ChoiceField(choices=Run.Kind.values, default=Run.Kind.SNAPSHOT)
     at = ZonedDateTimeField(required=False, help_text="Snapshot time (default now).")
     start = ZonedDateTimeField(required=False)
@@ -115,6 +115,19 @@ class PlotQuery(QuerySerializer):
     at = ZonedDateTimeField(required=False, help_text="time series: the step to draw")
 
 
+class RunConflict(APIException):
+    """What a run's state (not succeeded) or kind (not a time series) does not have: 409 with the reason."""
+
+    status_code = status.HTTP_409_CONFLICT
+
+    def __init__(self, reason: str, message: str):
+        super().__init__({"reason": reason, "message": message})
+
+
+RESULT_CONFLICT = {409: OpenApiResponse(description="the run has not succeeded (or is not of the kind this needs): run_not_succeeded, "
+                                                    "not_a_time_series")}
+
+
 class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, PolicyViewSet):
     """Load-flow runs on the grids you operate: start one, follow its progress, read its results."""
 
@@ -126,11 +139,15 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Polic
     def get_queryset(self):
         return super().get_queryset().order_by("-id")
 
-    @extend_schema(request=RunRequestSerializer, responses={202: RunSerializer, 400: OpenApiResponse(description="bad request"),
+    @extend_schema(request=RunRequestSerializer, responses={201: OpenApiResponse(RunSerializer, description="solved in the request "
+                                                                                 "(the embedded default): the finished run"),
+                                                            202: OpenApiResponse(RunSerializer, description="queued: poll the run"),
+                                                            400: OpenApiResponse(description="bad request"),
                                                             404: OpenApiResponse(description="no such grid"),
                                                             422: OpenApiResponse(description="grid or scenario cannot be solved")})
     def create(self, request):
-        """Queue a run (snapshot, time series, what-if, hosting capacity); 202 with the run to poll."""
+        """Queue a run (snapshot, time series, what-if, hosting capacity); 202 with the run to poll, or 201 with the finished run
+        when it was solved before the answer (the embedded default runs its tasks in the request)."""
         body = RunRequestSerializer(data=request.data)
         if not body.is_valid():
             raise ValidationError({"reason": "invalid_request", "message": "the request does not match the schema of a run", **body.errors})
@@ -141,17 +158,18 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Polic
         run = services.loadflow_run_create(grid=grid, kind=data["kind"], at=data.get("at"), start=data.get("start"), end=data.get("end"),
                                            step_minutes=data["step_minutes"], parameters=data["parameters"], user=request.user)
         enqueue(run.pk)
-        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        run.refresh_from_db()  # its real state: on the embedded default the task has already run
+        finished = run.status in (Run.Status.SUCCEEDED, Run.Status.FAILED)
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED if finished else status.HTTP_202_ACCEPTED)
 
     def _succeeded(self) -> Run:
         run = self.get_object()
         if run.status != Run.Status.SUCCEEDED:
-            raise ValidationError({"reason": "run_not_succeeded", "message": f"the run is {run.status}: no results"
-                                   + (f" ({run.error})" if run.error else "")})
+            raise RunConflict("run_not_succeeded", f"the run is {run.status}: no results" + (f" ({run.error})" if run.error else ""))
         return run
 
-    @extend_schema(parameters=[ResultQuery], responses={200: OpenApiTypes.OBJECT})
-    @action(detail=True, methods=["get"])
+    @extend_schema(parameters=[ResultQuery, *PAGE_PARAMETERS], responses={200: OpenApiTypes.OBJECT, **RESULT_CONFLICT})
+    @action(detail=True, methods=["get"], filter_backends=[])
     def results(self, request, pk=None):
         """Snapshot: per bus / line / trafo results, filtered and paginated. Time series: the series of the assets named by `iri`."""
         run = self._succeeded()
@@ -177,26 +195,26 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Polic
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(page)
 
-    @extend_schema(responses={200: ViolationSerializer(many=True)})
-    @action(detail=True, methods=["get"])
+    @extend_schema(responses={200: ViolationSerializer(many=True), **RESULT_CONFLICT})
+    @action(detail=True, methods=["get"], filter_backends=[])  # the run's own violations: the run list's filters do not apply
     def violations(self, request, pk=None):
         """The run's violations (voltage outside the band, loading above the limit), as periods."""
         run = self._succeeded()
         page = self.paginate_queryset(run.violations.order_by("start", "id"))
         return self.get_paginated_response(ViolationSerializer(page, many=True).data)
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **RESULT_CONFLICT})
     @action(detail=True, methods=["get"])
     def en50160(self, request, pk=None):
         """Time series: per bus and week, the share of values within ±10 % of nominal (EN 50160 asks ≥ 95 %)."""
         run = self._succeeded()
         if not run.chunks_total:
-            raise ValidationError({"reason": "not_a_time_series", "message": "the EN 50160 summary needs a time-series run"})
+            raise RunConflict("not_a_time_series", "the EN 50160 summary needs a time-series run")
         rows = selectors.en50160_weekly(run)
         return Response({"run": run.pk, "weeks": rows, "non_compliant": sum(not r["compliant"] for r in rows)})
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
-    @action(detail=True, methods=["get"], url_path="hosting-capacity")
+    @extend_schema(parameters=PAGE_PARAMETERS, responses={200: OpenApiTypes.OBJECT, **RESULT_CONFLICT})
+    @action(detail=True, methods=["get"], url_path="hosting-capacity", filter_backends=[])
     def hosting_capacity(self, request, pk=None):
         """Hosting-capacity run: per bus the largest PV and load in kW without any violation, and the step that limits each."""
         run = self._succeeded()
@@ -204,7 +222,7 @@ class LoadFlowRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Polic
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(page)
 
-    @extend_schema(parameters=[PlotQuery], responses={(200, "image/png"): OpenApiTypes.BINARY})
+    @extend_schema(parameters=[PlotQuery], responses={(200, "image/png"): OpenApiTypes.BINARY, **RESULT_CONFLICT})
     @action(detail=True, methods=["get"], url_path=r"plots/(?P<picture>voltage-profile|grid|line-loading)\.png")
     def plots(self, request, pk=None, picture=None):
         """A picture of the run's stored results: voltage profile along a feeder, grid map, or a line's loading over time."""

@@ -4,7 +4,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from twin import models
-from twin.api import loadflow, views
+from twin.api import cgmes, history, loadflow, views
 
 ASSET_ROUTES = {
     "feeders": models.Feeder,
@@ -27,6 +27,8 @@ router.include_format_suffixes = False
 router.trailing_slash = "/?"  # both /grids/1/rdf and /grids/1/rdf/ answer
 router.register("models", views.ModelUploadViewSet, basename="model")
 router.register("grids", views.GridViewSet, basename="grid")
+router.register(r"grids/(?P<grid_pk>[^/.]+)/versions", history.GridVersionViewSet, basename="grid-version")
+router.register(r"grids/(?P<grid_pk>[^/.]+)/cgmes", cgmes.GridCgmesViewSet, basename="grid-cgmes")
 router.register("loadflow/runs", loadflow.LoadFlowRunViewSet, basename="loadflow-run")
 router.register("loadflow/violations", loadflow.ViolationViewSet, basename="loadflow-violation")
 for prefix, model in ASSET_ROUTES.items():

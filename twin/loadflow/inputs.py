@@ -1,6 +1,6 @@
 """Injections for the steps of a run: measured where readings exist, else the declared profile, else the last value.
 
-Per injection (a pandapower load, sgen or storage row of the twin's net) and step, the source is, in order:
+Per injection (a pandapower load, sgen, storage, gen or motor row of the twin's net) and step, the source is, in order:
 1. `measured` — the mean of the readings of its meters (`Meter.measured_iri` = the asset's IRI) with
    timestamps in (t − step, t], quality not invalid. Readings are in the asset's own convention, as its
    `p_mw` is: consumption positive for loads and EV chargers, generation positive for static
@@ -34,7 +34,7 @@ from twin.selectors import points_of
 
 MEASURED, PROFILE, LAST_VALUE, DECLARED = 0, 1, 2, 3
 SOURCES = ("measured", "profile", "last_value", "declared")
-INJECTION_TABLES = ("load", "sgen", "storage")
+INJECTION_TABLES = ("load", "sgen", "storage", "gen", "motor")
 
 
 @dataclass
@@ -59,8 +59,7 @@ class Injections:
                 continue
             profile = frame["profile"].fillna("").astype(str).tolist() if "profile" in frame else [""] * len(frame)
             parts.append((table, frame.index.to_numpy(), [iri_of[table][i] for i in frame.index.tolist()],
-                          frame.p_mw.to_numpy(float) * frame.scaling.to_numpy(float),
-                          frame.q_mvar.to_numpy(float) * frame.scaling.to_numpy(float), profile, frame.in_service.to_numpy(bool)))
+                          *declared_power(table, frame), profile, frame.in_service.to_numpy(bool)))
         if not parts:
             empty = np.zeros(0)
             return cls(np.zeros(0, dtype=object), empty.astype(np.int64), [], empty, empty, [], empty.astype(bool))
@@ -76,6 +75,22 @@ class Injections:
 
     def __len__(self) -> int:
         return len(self.iri)
+
+
+def declared_power(table: str, frame) -> tuple[np.ndarray, np.ndarray]:
+    """(p_mw, q_mvar) of a pandapower injection table, scaling folded in, in the table's own convention.
+
+    A generator (`gen`) holds its bus voltage: its q is the solver's result, declared 0. A motor's p is its mechanical
+    power over its efficiency at its loading, q from its cos φ (pandapower's motor model).
+    """
+    scaling = frame.scaling.to_numpy(float)
+    if table == "gen":
+        return frame.p_mw.to_numpy(float) * scaling, np.zeros(len(frame))
+    if table == "motor":
+        efficiency, loading = frame.efficiency_percent.to_numpy(float) / 100, frame.loading_percent.to_numpy(float) / 100
+        p_mw = frame.pn_mech_mw.to_numpy(float) / efficiency * loading * scaling
+        return p_mw, p_mw * np.tan(np.arccos(frame.cos_phi.to_numpy(float)))
+    return frame.p_mw.to_numpy(float) * scaling, frame.q_mvar.to_numpy(float) * scaling
 
 
 @dataclass

@@ -59,7 +59,7 @@ def _cache_path(code: str) -> Path:
 def _from_frames(profiles: dict[str, pd.DataFrame]) -> ProfileSet:
     p, q = {}, {}
     steps = 0
-    for table, elements in (("load", ("load",)), ("renewables", ("sgen",)), ("powerplants", ("sgen",)), ("storage", ("storage",))):
+    for table, elements in (("load", ("load",)), ("renewables", ("sgen",)), ("powerplants", ("sgen", "gen")), ("storage", ("storage",))):
         frame = profiles.get(table)
         if frame is None or frame.empty:
             continue
@@ -84,7 +84,7 @@ def simbench_profiles(code: str) -> ProfileSet | None:
     path = _cache_path(code)
     if path.exists():
         with path.open("rb") as handle:
-            return pickle.load(handle)  # noqa: S301 - a file this module wrote itself
+            return pickle.load(handle)  # noqa: S301  # nosec B301  # our own cache file (var/cache), code from import_grid --simbench, not a request
     import simbench
 
     try:

@@ -20,10 +20,16 @@ from twin import models
 ADDABLE = {"sgen": pp.create_sgen, "load": pp.create_load, "storage": pp.create_storage}
 SETTABLE = ("p_mw", "q_mvar", "in_service")
 ASSET_TABLES = {"load": models.Load, "sgen": models.StaticGenerator, "storage": models.Storage, "ev": models.EVCharger,
-                "line": models.Line, "trafo": models.Transformer, "switch": models.Switch, "ext_grid": models.ExternalGrid}
+                "line": models.Line, "trafo": models.Transformer, "switch": models.Switch, "ext_grid": models.ExternalGrid,
+                "machine": models.SynchronousMachine, "motor": models.AsynchronousMachine, "shunt": models.ShuntCompensator,
+                "trafo3w": models.ThreeWindingTransformer, "equivalent_branch": models.EquivalentBranch,
+                "equivalent_injection": models.EquivalentInjection, "equivalent_shunt": models.EquivalentShunt}
 # What `set` may change per kind of asset: injections have power, branches and slacks are only switched in or out.
 SETTABLE_BY_TABLE = {"load": SETTABLE, "sgen": SETTABLE, "storage": SETTABLE, "ev": SETTABLE, "line": ("in_service",),
-                     "trafo": ("in_service",), "ext_grid": ("in_service",), "switch": ()}
+                     "trafo": ("in_service",), "ext_grid": ("in_service",), "switch": (),
+                     # a voltage-controlling machine's q is the load flow's result: only its p is set
+                     "machine": ("p_mw", "in_service"), "motor": ("in_service",), "shunt": ("in_service",), "trafo3w": ("in_service",),
+                     "equivalent_branch": ("in_service",), "equivalent_injection": ("in_service",), "equivalent_shunt": ("in_service",)}
 # The keys each action takes: anything else is refused, so a typo never silently does nothing.
 CHANGE_KEYS = {"add": {"action", "element", "buses", "bus", "p_mw", "q_mvar", "profile", "max_e_mwh"},
                "remove": {"action", "iri"}, "set": {"action", "iri", *SETTABLE}}

@@ -27,12 +27,12 @@ from django.db.models.functions import Length
 from django.utils import timezone
 
 from ontology.errors import OntologyError
-from twin import models
+from twin import history, models
 from twin.loadflow import hosting, scenarios, storage
 from twin.loadflow.inputs import SOURCES, Injections, StepInputs, build_inputs, step_times
 from twin.loadflow.solver import MAX_ITERATION, GridModel, LoadFlowError, StepResults, build_model, bus_loads, solve, solve_rows
 from twin.loadflow.violations import Limits, find_violations, merge_adjacent
-from twin.pandapower_adapter import grid_to_net
+from twin.transient import TRANSIENT_DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
 Run = models.LoadFlowRun
@@ -116,9 +116,10 @@ def loadflow_run_create(*, grid: models.Grid, kind: str = Run.Kind.SNAPSHOT, at:
     if kind == Run.Kind.WHATIF and not parameters.get("scenario"):
         raise LoadFlowRequestError("a what-if run needs parameters.scenario", reason="invalid_scenario")
     _check_parameters(grid, parameters)
+    pinned = history.grid_version_current(grid)  # the run solves this version, whatever is written after it
     return Run.objects.create(grid=grid, kind=kind, at=at, start=start, end=end, step_minutes=step_minutes, parameters=parameters,
                               requested_by=user if getattr(user, "is_authenticated", False) else None, trigger=trigger,
-                              steps_total=steps, grid_version=grid.version)
+                              steps_total=steps, version=pinned, grid_version=pinned.number)
 
 
 def loadflow_schedule_snapshots(*, at: datetime | None = None) -> list[Run]:
@@ -129,7 +130,8 @@ def loadflow_schedule_snapshots(*, at: datetime | None = None) -> list[Run]:
     return runs
 
 
-# --- the model of a run (cached per process: the chunks of a run, and later runs on the same grid version, reuse it) ---------------------
+# --- the model of a run (cached per process by the content hash of its version: the chunks of a run, and later runs on the same
+# content, reuse it; a write makes a new version with another hash, so no write leaves a cached model stale) ---------------------
 
 _MODELS: OrderedDict[tuple, tuple[GridModel, dict]] = OrderedDict()
 _MODEL_CACHE_SIZE = 4
@@ -138,11 +140,12 @@ _MODEL_CACHE_SIZE = 4
 def run_model(run: Run, *, with_scenario: bool = True) -> tuple[GridModel, dict[str, list[str]]]:
     """The solver model of the run's grid (with its scenario applied) and the layout: IRIs of buses, lines, trafos in order."""
     scenario = run.parameters.get("scenario") if with_scenario else None
-    key = (run.grid_id, run.grid_version, json.dumps(scenario, sort_keys=True))  # the model depends on nothing else
+    version = run_version(run)
+    key = (version.content_hash, json.dumps(scenario, sort_keys=True))  # the model is built from nothing else
     if key in _MODELS:
         _MODELS.move_to_end(key)
         return _MODELS[key]
-    net, index = grid_to_net(run.grid)
+    net, index = history.content_net(history.version_content(version))
     iri_of = {table: {i: iri for iri, i in indices.items()} for table, indices in index.elements.items()}
     if scenario:
         scenarios.apply(net, iri_of, index, scenario)
@@ -155,6 +158,15 @@ def run_model(run: Run, *, with_scenario: bool = True) -> tuple[GridModel, dict[
     while len(_MODELS) > _MODEL_CACHE_SIZE:
         _MODELS.popitem(last=False)
     return model, layout
+
+
+def run_version(run: Run) -> models.GridVersion:
+    """The grid version a run solves: the one it pinned, or (a run stored without one) the grid's version now, pinned to it."""
+    if run.version_id is None:
+        pinned = history.grid_version_current(run.grid)
+        Run.objects.filter(pk=run.pk, version__isnull=True).update(version=pinned, grid_version=pinned.number)
+        run.version_id, run.grid_version = pinned.pk, pinned.number
+    return models.GridVersion.objects.defer("snapshot").get(pk=run.version_id)
 
 
 def _versions() -> dict[str, str]:
@@ -181,6 +193,7 @@ def loadflow_run_claim(*, run_id: int, redelivered: bool = False) -> Run | None:
         if deliveries <= limit:
             Run.objects.filter(pk=run_id).update(status=Run.Status.RUNNING, started_at=timezone.now(), solver=SOLVER,
                                                  versions=_versions(), timings={**run.timings, "deliveries": deliveries})
+            logger.info("load-flow run %s: delivery %s", run_id, deliveries)
             return Run.objects.select_related("grid").get(pk=run_id)
     loadflow_run_fail(run_id=run_id, reason="too_many_attempts",
                       message=f"the run was started {limit} times without finishing (its worker was lost or killed at the time "
@@ -208,6 +221,8 @@ def loadflow_run_execute(*, run_id: int, redelivered: bool = False) -> list[int]
         loadflow_run_fail(run_id=run.pk, reason=exc.reason, message=exc.message)
     except SoftTimeLimitExceeded:
         loadflow_run_fail(run_id=run.pk, reason="time_limit", message=_time_limit_message())
+    except TRANSIENT_DATABASE_ERRORS:
+        raise  # the database went away (a restart): the task retries, the run is not failed for it
     except Exception as exc:
         logger.exception("load-flow run %s failed", run.pk)
         loadflow_run_fail(run_id=run.pk, reason="internal_error", message=f"{type(exc).__name__}: {exc}")
@@ -441,6 +456,11 @@ def loadflow_timeseries_plan(run: Run) -> list[int]:
     The model is not built here: each worker builds (and caches) it with its first chunk, so the second
     worker does not wait for the first one's build; a grid that cannot be solved (islands …) fails the
     run from whichever chunk finds it first, and the first chunk to finish stores the layout.
+
+    Planned once: a planning task delivered again (its worker died after the plan committed, before or after it
+    dispatched the chunks) keeps the chunks and what they stored, and dispatches again only those never started —
+    a started one has its own message, which comes back if its worker dies. Planning again from scratch stored the
+    violations of the chunks solved in between twice.
     """
     step = timedelta(minutes=run.step_minutes)
     chunk_steps = settings.GRIDTWIN_LOADFLOW_CHUNK_STEPS
@@ -449,7 +469,10 @@ def loadflow_timeseries_plan(run: Run) -> list[int]:
         chunks.append(models.TimeSeriesChunk(run=run, index=index, start=run.start + first * step,
                                              steps=min(chunk_steps, run.steps_total - first)))
     with transaction.atomic():
-        models.TimeSeriesChunk.objects.filter(run=run).delete()
+        Run.objects.select_for_update().values_list("pk", flat=True).get(pk=run.pk)  # one planner at a time
+        planned = models.TimeSeriesChunk.objects.filter(run=run)
+        if planned.exists():
+            return list(planned.filter(status=models.TimeSeriesChunk.Status.PENDING).order_by("index").values_list("index", flat=True))
         models.TimeSeriesChunk.objects.bulk_create(chunks)
         Run.objects.filter(pk=run.pk).update(chunks_total=len(chunks), chunks_done=0, steps_done=0, layout={}, summary={})
     return [c.index for c in chunks]
@@ -478,6 +501,7 @@ def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
                                       f"killed at the time limit of {settings.CELERY_TASK_TIME_LIMIT} s each time)")
         return
     chunk = models.TimeSeriesChunk.objects.get(run_id=run_id, index=index)
+    logger.info("load-flow run %s chunk %s: delivery %s", run_id, index, chunk.attempts)
     started = time.perf_counter()
     try:
         model, layout = run_model(run)
@@ -500,6 +524,8 @@ def loadflow_chunk_solve(*, run_id: int, index: int) -> None:
     except SoftTimeLimitExceeded:
         loadflow_run_fail(run_id=run_id, reason="time_limit", message=f"chunk {index}: {_time_limit_message()}")
         return
+    except TRANSIENT_DATABASE_ERRORS:
+        raise  # the database went away (a restart): the task retries the chunk, the run is not failed for it
     except Exception as exc:
         logger.exception("chunk %s of load-flow run %s failed", index, run_id)
         loadflow_run_fail(run_id=run_id, reason="internal_error", message=f"{type(exc).__name__}: {exc}")
@@ -550,11 +576,13 @@ def _chunk_partial(arrays: dict[str, np.ndarray]) -> dict:
             "line_loading_max_percent": extreme(np.nanmax, "line_loading_percent"),
             "trafo_loading_max_percent": extreme(np.nanmax, "trafo_loading_percent"),
             "p_ext_grid_max_mw": float(p_ext.max()), "p_ext_grid_min_mw": float(p_ext.min()),
-            "p_ext_grid_sum_mw": float(p_ext.sum()), "pl_sum_mw": float(losses.sum())}
+            # one sum per chunk, added up once at the end with math.fsum (exactly rounded): chunks finish in any order,
+            # and a running float sum would depend on it in its last digit
+            "p_ext_grid_sum_mw": [float(p_ext.sum())], "pl_sum_mw": [float(losses.sum())]}
 
 
 def _merge_partial(total: dict | None, part: dict) -> dict:
-    """Two chunks' partials as one (sums add, extremes take the extreme, counts add element-wise)."""
+    """Two chunks' partials as one (the lists of sums join, extremes take the extreme, counts add element-wise)."""
     if total is None:
         return part
 
@@ -597,7 +625,8 @@ def _finalize(run: Run) -> None:
     summary = {key: partial[key] for key in ("vm_min_pu", "vm_max_pu", "line_loading_max_percent", "trafo_loading_max_percent",
                                              "p_ext_grid_max_mw", "p_ext_grid_min_mw")}
     stored = run.chunks.aggregate(total=Sum(Length("arrays")))["total"] or 0
-    summary.update({"energy_ext_grid_mwh": partial["p_ext_grid_sum_mw"] * hours, "energy_losses_mwh": partial["pl_sum_mw"] * hours,
+    summary.update({"energy_ext_grid_mwh": math.fsum(partial["p_ext_grid_sum_mw"]) * hours,
+                    "energy_losses_mwh": math.fsum(partial["pl_sum_mw"]) * hours,
                     "violations": run.violations.count(), "stored_mb": round(stored / 1e6, 1)})
     seconds = list(run.chunks.values_list("seconds", flat=True))
     run.status, run.finished_at = Run.Status.SUCCEEDED, timezone.now()

@@ -40,7 +40,8 @@ MAX_ITERATION = 10
 FIXED_POINT_MAX_ROUNDS = 40  # beyond this, the rows left over go to Newton–Raphson
 SQRT3 = math.sqrt(3)
 # sign of an injection's p in the load convention of the bus balance
-LOAD_SIGN = {"load": 1.0, "sgen": -1.0, "storage": 1.0}
+LOAD_SIGN = {"load": 1.0, "sgen": -1.0, "storage": 1.0, "gen": -1.0, "motor": 1.0}
+Q_LIMIT_ROUNDS = 10  # rounds of PV → PQ switching per step (pandapower's enforce_q_lims switches all violators each round)
 
 
 class LoadFlowError(Exception):
@@ -76,6 +77,8 @@ class GridModel:
     line_i_max_ka: np.ndarray
     trafo_vn_kv: np.ndarray  # trafos × 2 (hv, lv)
     trafo_rating: np.ndarray  # sn_mva · parallel · df
+    pv_q_min_mvar: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per PV bus: the sum of its generators' limits
+    pv_q_max_mvar: np.ndarray = field(default_factory=lambda: np.zeros(0))
     _pq_factor: tuple | None = field(default=None, repr=False)
 
     @property
@@ -110,6 +113,8 @@ def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
     for table in ("load", "sgen", "storage"):
         structure[table]["p_mw"] = 0.0
         structure[table]["q_mvar"] = 0.0
+    structure.gen["p_mw"] = 0.0
+    structure.motor["loading_percent"] = 0.0
     try:
         pp.runpp(structure, lightsim2grid=False, init="dc", calculate_voltage_angles=True, tolerance_mva=TOLERANCE_MVA)
     except pp.LoadflowNotConverged as exc:
@@ -135,10 +140,11 @@ def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
     trafo_rows = ppci_row[slice(*lookups["trafo"])] if "trafo" in lookups else np.zeros(0, dtype=np.int64)
     branch = internal["branch"]
     trafo = net.trafo
+    pv = np.asarray(internal["pv"], dtype=np.int32)
     return GridModel(
         net=net, injections=injections, ybus=sparse.csc_matrix(internal["Ybus"]), yf=sparse.csr_matrix(internal["Yf"]),
         yt=sparse.csr_matrix(internal["Yt"]), ref=np.asarray(internal["ref"], dtype=np.int32),
-        pv=np.asarray(internal["pv"], dtype=np.int32), pq=np.asarray(internal["pq"], dtype=np.int32),
+        pv=pv, pq=np.asarray(internal["pq"], dtype=np.int32),
         base_mva=float(internal["baseMVA"]), v0=_solved_voltages(internal["bus"]), bus_ppci=bus_ppci,
         incidence=incidence, base_kv=internal["bus"][:, BASE_KV].real.astype(float),
         f_bus=branch[:, F_BUS].real.astype(np.int64), t_bus=branch[:, T_BUS].real.astype(np.int64),
@@ -146,7 +152,22 @@ def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
         line_i_max_ka=(net.line.max_i_ka * net.line.df * net.line.parallel).to_numpy(float),
         trafo_vn_kv=np.column_stack([trafo.vn_hv_kv.to_numpy(float), trafo.vn_lv_kv.to_numpy(float)]) if len(trafo) else np.zeros((0, 2)),
         trafo_rating=(trafo.sn_mva * trafo.parallel * trafo.df).to_numpy(float),
+        **dict(zip(("pv_q_min_mvar", "pv_q_max_mvar"), _pv_limits(net, bus_ppci, pv), strict=True)),
     )
+
+
+def _pv_limits(net, bus_ppci: np.ndarray, pv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per PV bus, the sums of the reactive limits (Mvar, produced) of the in-service generators on it; ±inf where none."""
+    q_min, q_max = np.zeros(len(pv)), np.zeros(len(pv))
+    gen = net.gen[net.gen.in_service.astype(bool)]
+    position = {b: i for i, b in enumerate(net.bus.index.tolist())}
+    slot = {int(b): i for i, b in enumerate(pv.tolist())}
+    for bus, low, high in zip(gen.bus.tolist(), gen.min_q_mvar.to_numpy(float), gen.max_q_mvar.to_numpy(float), strict=True):
+        i = slot.get(int(bus_ppci[position[bus]]))
+        if i is not None:
+            q_min[i] += low if np.isfinite(low) else -np.inf
+            q_max[i] += high if np.isfinite(high) else np.inf
+    return q_min, q_max
 
 
 def _solved_voltages(bus: np.ndarray) -> np.ndarray:
@@ -209,7 +230,48 @@ def solve_rows(model: GridModel, sbus: np.ndarray, v_start: np.ndarray, max_iter
     pending = np.flatnonzero(~converged)
     if len(pending):
         iterations += _newton_rows(model, sbus, pending, max_iteration, voltages, converged, check)
+    if len(model.pv):
+        iterations += _enforce_q_limits(model, sbus, voltages, converged, max_iteration)
     return voltages, converged, iterations
+
+
+def _pv_reactive_mvar(model: GridModel, sbus_row: np.ndarray, v: np.ndarray, pv: np.ndarray) -> np.ndarray:
+    """Reactive power the generators of PV buses `pv` produce (Mvar): the bus injection plus the bus's load (sbus holds
+    P_gen − S_load with no generator Q)."""
+    injection = v[pv] * np.conj(model.ybus[pv, :].dot(v))
+    return (injection.imag - sbus_row[pv].imag) * model.base_mva
+
+
+def _enforce_q_limits(model: GridModel, sbus: np.ndarray, voltages: np.ndarray, converged: np.ndarray, max_iteration: int) -> int:
+    """Reactive limits of PV buses, as pandapower's `enforce_q_lims`: per solved row, every PV bus whose generators
+    would leave their limits becomes a PQ bus at the limit, and the row is solved again, until none leaves them."""
+    if not (np.isfinite(model.pv_q_min_mvar).any() or np.isfinite(model.pv_q_max_mvar).any()):
+        return 0
+    from lightsim2grid.algorithm import NRSing_KLU
+
+    solver, iterations = NRSing_KLU(), 0
+    slack_weights = np.zeros(model.n_bus)
+    slack_weights[model.ref] = 1.0 / len(model.ref)
+    for k in np.flatnonzero(converged):
+        row, v, is_pv = sbus[k].copy(), voltages[k], np.ones(len(model.pv), dtype=bool)
+        for _ in range(Q_LIMIT_ROUNDS):
+            q = _pv_reactive_mvar(model, row, v, model.pv)
+            over, under = is_pv & (q > model.pv_q_max_mvar + 1e-9), is_pv & (q < model.pv_q_min_mvar - 1e-9)
+            if not (over.any() or under.any()):
+                break
+            limit = np.where(over, model.pv_q_max_mvar, model.pv_q_min_mvar)
+            switched = over | under
+            row[model.pv[switched]] += 1j * limit[switched] / model.base_mva
+            is_pv &= ~switched
+            pq = np.sort(np.concatenate([model.pq, model.pv[~is_pv]])).astype(np.int32)
+            solver.solve(model.ybus, v, row, model.ref, slack_weights, model.pv[is_pv], pq, max_iteration, TOLERANCE_MVA)
+            iterations += solver.get_nb_iter()
+            if not solver.converged():
+                converged[k] = False
+                break
+            v = solver.get_V()
+        voltages[k] = v
+    return iterations
 
 
 def _fixed_point(model: GridModel, sbus: np.ndarray, voltages: np.ndarray, converged: np.ndarray) -> int:
@@ -274,6 +336,10 @@ def _newton_rows(model: GridModel, sbus: np.ndarray, rows: np.ndarray, max_itera
     for done, k in enumerate(rows):
         solver.solve(model.ybus, v, sbus[k], model.ref, slack_weights, model.pv, model.pq, max_iteration, TOLERANCE_MVA)
         iterations += solver.get_nb_iter()
+        if not solver.converged() and len(model.pv):  # transmission grids: a warm start far from the row's state
+            solver.solve(model.ybus, dc_start(model, sbus[k]), sbus[k], model.ref, slack_weights, model.pv, model.pq, max_iteration,
+                         TOLERANCE_MVA)
+            iterations += solver.get_nb_iter()
         if solver.converged():
             v = solver.get_V()
             voltages[k], converged[k] = v, True
@@ -283,6 +349,18 @@ def _newton_rows(model: GridModel, sbus: np.ndarray, rows: np.ndarray, max_itera
         if check is not None and done % 1000 == 999:
             check()
     return iterations
+
+
+def dc_start(model: GridModel, sbus_row: np.ndarray) -> np.ndarray:
+    """A DC load-flow start (as pandapower's `init="dc"`): angles from B·θ = P with the slack angles fixed, magnitudes of
+    the model's start (setpoints at PV and slack buses)."""
+    angle = np.angle(model.v0)
+    free = np.sort(np.concatenate([model.pv, model.pq]))
+    b = sparse.csr_matrix(-model.ybus.imag)
+    rhs = sbus_row.real[free] - b[free][:, model.ref].dot(angle[model.ref])
+    angle = angle.copy()
+    angle[free] = splu(sparse.csc_matrix(b[free][:, free])).solve(rhs)
+    return np.abs(model.v0) * np.exp(1j * angle)
 
 
 def bus_loads(model: GridModel, inputs: StepInputs) -> np.ndarray:

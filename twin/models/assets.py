@@ -79,6 +79,14 @@ class Transformer(Asset):
     tap_normal = models.IntegerField(null=True, blank=True)
     tap_pos = FiniteFloatField(null=True, blank=True)
     tap_step_percent = FiniteFloatField(null=True, blank=True)
+    # a linear phase-shifting tap changer (cim:PhaseTapChangerLinear), also how a fixed shift off the 30° clock arrives
+    phase_tap_side = models.CharField(max_length=2, choices=TAP_SIDES, blank=True)
+    phase_tap_low = models.IntegerField(null=True, blank=True)
+    phase_tap_high = models.IntegerField(null=True, blank=True)
+    phase_tap_neutral = models.IntegerField(null=True, blank=True)
+    phase_tap_normal = models.IntegerField(null=True, blank=True)
+    phase_tap_pos = FiniteFloatField(null=True, blank=True)
+    phase_step_degree = FiniteFloatField(null=True, blank=True, help_text="Phase shift per step, degrees (positive from the tap's side).")
 
 
 class Switch(Asset):
@@ -131,7 +139,7 @@ class Storage(Asset):
     p_mw = FiniteFloatField(default=0.0)
     q_mvar = FiniteFloatField(default=0.0)
     sn_mva = FiniteFloatField(null=True, blank=True)
-    max_e_mwh = FiniteFloatField()
+    max_e_mwh = FiniteFloatField(null=True, blank=True, help_text="Energy rating, MWh; empty when unknown (load flows do not need it).")
     stored_e_mwh = FiniteFloatField(null=True, blank=True)
     profile = models.CharField(max_length=100, blank=True)
 
@@ -169,9 +177,149 @@ class Meter(Asset):
     telemetry_owner = models.ForeignKey(
         Participant, null=True, blank=True, editable=False, on_delete=models.PROTECT, related_name="+",
         help_text="Provenance: the participant whose gateway sent this meter's readings (fixed by the first one stored).")
-    retired_at = models.DateTimeField(
-        null=True, blank=True, editable=False,
-        help_text="Set when a re-publish dropped a meter that has readings: retired, never deleted, so its readings stay.")
 
 
 ASSET_MODELS = [ExternalGrid, Line, Transformer, Switch, Load, StaticGenerator, Storage, EVCharger, Meter]
+
+
+# --- elements of transmission and larger distribution grids (CIM classes named on each) ------------------------------
+
+
+class ShuntCompensator(Asset):
+    """A shunt capacitor or reactor bank in sections (cim:LinearShuntCompensator / cim:NonlinearShuntCompensator).
+
+    CIM values: susceptance b (S, positive = capacitive) and conductance g (S) per section at `nom_u_kv`. A linear bank
+    has the same b, g for every section; a non-linear one lists them per section in `points`
+    (`[{"section": 1, "b_s": …, "g_s": …}, …]`, sections 1 … maximum); its admittance with n sections in use is the
+    sum of the first n points. `sections` is the number in use (the solved state), `normal_sections` the normal one.
+    """
+
+    KINDS = [("linear", "Linear"), ("nonlinear", "Non-linear")]
+
+    bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="shunt_compensators")
+    kind = models.CharField(max_length=10, choices=KINDS, default="linear")
+    nom_u_kv = FiniteFloatField(help_text="Voltage the section values are given at, kV.")
+    sections = FiniteFloatField(default=1.0, help_text="Sections in use.")
+    maximum_sections = models.PositiveIntegerField(default=1)
+    normal_sections = models.IntegerField(null=True, blank=True)
+    b_per_section_s = FiniteFloatField(null=True, blank=True, help_text="Linear: susceptance per section, S (positive = capacitive).")
+    g_per_section_s = FiniteFloatField(null=True, blank=True, help_text="Linear: conductance per section, S.")
+    points = models.JSONField(default=list, blank=True, help_text="Non-linear: b_s and g_s of each section.")
+
+
+class SynchronousMachine(Asset):
+    """A synchronous generator or condenser (cim:SynchronousMachine) that holds its terminal voltage when `control_enabled`.
+
+    Generator convention as in pandapower: positive `p_mw` / `q_mvar` are produced (CIM's RotatingMachine.p/q are the
+    negatives). With control enabled the bus is a PV bus at `vm_target_kv` (cim:RegulatingControl.targetValue) within
+    `min_q_mvar` … `max_q_mvar` (cim:SynchronousMachine.minQ/maxQ, produced reactive power); otherwise it injects
+    `q_mvar`. `reference_priority` > 0 makes it a slack candidate (cim:SynchronousMachine.referencePriority).
+    """
+
+    bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="synchronous_machines")
+    p_mw = FiniteFloatField(default=0.0)
+    q_mvar = FiniteFloatField(default=0.0)
+    rated_s_mva = FiniteFloatField(null=True, blank=True)
+    rated_u_kv = FiniteFloatField(help_text="Rated voltage, kV.")
+    min_q_mvar = FiniteFloatField(null=True, blank=True)
+    max_q_mvar = FiniteFloatField(null=True, blank=True)
+    control_enabled = models.BooleanField(default=True)
+    vm_target_kv = FiniteFloatField(null=True, blank=True, help_text="Voltage setpoint at its terminal, kV.")
+    reference_priority = models.IntegerField(default=0)
+    profile = models.CharField(max_length=100, blank=True)
+
+
+class AsynchronousMachine(Asset):
+    """An induction motor (cim:AsynchronousMachine), load convention: positive `p_mw` is consumption."""
+
+    bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="asynchronous_machines")
+    p_mw = FiniteFloatField(default=0.0)
+    q_mvar = FiniteFloatField(default=0.0)
+    rated_mechanical_p_mw = FiniteFloatField(help_text="Rated mechanical power, MW (cim:AsynchronousMachine.ratedMechanicalPower).")
+    efficiency_percent = FiniteFloatField(default=100.0, help_text="Efficiency at rated operation, %.")
+    rated_power_factor = FiniteFloatField(null=True, blank=True)
+    rated_u_kv = FiniteFloatField()
+    locked_rotor_current_ratio = FiniteFloatField(null=True, blank=True, help_text="Locked-rotor to rated current (cim:iaIrRatio).")
+    locked_rotor_rx_ratio = FiniteFloatField(null=True, blank=True, help_text="R/X when locked (cim:rxLockedRotorRatio).")
+
+
+class ThreeWindingTransformer(Asset):
+    """A three-winding transformer (cim:PowerTransformer with ends 1 = HV, 2 = MV, 3 = LV).
+
+    Series r, x of each end are its star-equivalent values referred to its own rated voltage (as CIM states them; a
+    star branch may have a negative reactance); magnetising g, b sit on end 1. The tap changer sits on `tap_side`.
+    """
+
+    TAP_SIDES = [("hv", "HV"), ("mv", "MV"), ("lv", "LV")]
+
+    hv_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="transformers3w_hv")
+    mv_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="transformers3w_mv")
+    lv_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="transformers3w_lv")
+    sn_hv_mva = FiniteFloatField()
+    sn_mv_mva = FiniteFloatField()
+    sn_lv_mva = FiniteFloatField()
+    vn_hv_kv = FiniteFloatField()
+    vn_mv_kv = FiniteFloatField()
+    vn_lv_kv = FiniteFloatField()
+    r_ohm = FiniteFloatField()
+    x_ohm = FiniteFloatField()
+    r2_ohm = FiniteFloatField()
+    x2_ohm = FiniteFloatField()
+    r3_ohm = FiniteFloatField()
+    x3_ohm = FiniteFloatField()
+    g_s = FiniteFloatField(default=0.0)
+    b_s = FiniteFloatField(default=0.0)
+    phase_angle_clock2 = models.IntegerField(default=0)
+    phase_angle_clock3 = models.IntegerField(default=0)
+    tap_side = models.CharField(max_length=2, choices=TAP_SIDES, blank=True)
+    tap_low = models.IntegerField(null=True, blank=True)
+    tap_high = models.IntegerField(null=True, blank=True)
+    tap_neutral = models.IntegerField(null=True, blank=True)
+    tap_normal = models.IntegerField(null=True, blank=True)
+    tap_pos = FiniteFloatField(null=True, blank=True)
+    tap_step_percent = FiniteFloatField(null=True, blank=True)
+
+    class Meta(Asset.Meta):
+        verbose_name = "three-winding transformer"
+
+
+class EquivalentBranch(Asset):
+    """A series impedance between two buses: a network equivalent (cim:EquivalentBranch) or a series capacitor / reactor
+    (cim:SeriesCompensator, `kind` series_compensator). Ohms referred to the nominal voltage of `from_bus`; `r21_ohm`,
+    `x21_ohm` are the direction 2 → 1 of an asymmetric equivalent (equal to r, x when symmetric)."""
+
+    KINDS = [("equivalent", "Equivalent branch"), ("series_compensator", "Series compensator")]
+
+    from_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="equivalent_branches_from")
+    to_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="equivalent_branches_to")
+    kind = models.CharField(max_length=20, choices=KINDS, default="equivalent")
+    r_ohm = FiniteFloatField()
+    x_ohm = FiniteFloatField()
+    r21_ohm = FiniteFloatField(null=True, blank=True)
+    x21_ohm = FiniteFloatField(null=True, blank=True)
+
+
+class EquivalentInjection(Asset):
+    """An injection standing for an external network (cim:EquivalentInjection), load convention (positive `p_mw` leaves
+    the bus). With `regulation_status` it holds its bus at `vm_target_kv` (cim:EquivalentInjection.regulationTarget)."""
+
+    bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="equivalent_injections")
+    p_mw = FiniteFloatField(default=0.0)
+    q_mvar = FiniteFloatField(default=0.0)
+    regulation_capability = models.BooleanField(default=False)
+    regulation_status = models.BooleanField(default=False)
+    vm_target_kv = FiniteFloatField(null=True, blank=True)
+    min_q_mvar = FiniteFloatField(null=True, blank=True)
+    max_q_mvar = FiniteFloatField(null=True, blank=True)
+
+
+class EquivalentShunt(Asset):
+    """A shunt admittance standing for an external network (cim:EquivalentShunt): g and b in S (b positive = capacitive)."""
+
+    bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="equivalent_shunts")
+    g_s = FiniteFloatField(default=0.0)
+    b_s = FiniteFloatField(default=0.0)
+
+
+ASSET_MODELS += [ShuntCompensator, SynchronousMachine, AsynchronousMachine, ThreeWindingTransformer, EquivalentBranch,
+                 EquivalentInjection, EquivalentShunt]

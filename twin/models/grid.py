@@ -36,7 +36,7 @@ class Participant(models.Model):
 
 
 class Grid(models.Model):
-    """One published grid model, owned by one participant; `version` counts the imports that changed it."""
+    """One published grid model, owned by one participant; `version` is the number of its latest `GridVersion`."""
 
     iri = models.CharField(max_length=500, unique=True)
     name = models.CharField(max_length=200)
@@ -56,11 +56,18 @@ class Grid(models.Model):
 
 
 class GridPart(models.Model):
-    """Common fields of everything that belongs to a grid and has its own stable IRI."""
+    """Common fields of everything that belongs to a grid and has its own stable IRI.
+
+    A retired row (`retired_at`) is no longer part of the grid (not in its versions, exports, lists or load flows) but
+    stays for what refers to it: readings, finished runs' results. Publishing its IRI again brings the same row back.
+    """
 
     iri = models.CharField(max_length=500, unique=True)
     grid = models.ForeignKey(Grid, on_delete=models.CASCADE, related_name="%(class)ss")
     name = models.CharField(max_length=200, blank=True)
+    retired_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Set when a write removed a row that readings, results or other kept rows refer to: retired, never deleted.")
 
     class Meta:
         abstract = True

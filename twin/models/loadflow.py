@@ -52,6 +52,8 @@ class LoadFlowRun(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     trigger = models.CharField(max_length=10, default="api", help_text="api, command or schedule.")
     grid_version = models.PositiveIntegerField(null=True, blank=True, help_text="Version of the grid model the run solved.")
+    version = models.ForeignKey("twin.GridVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="runs",
+                                help_text="The pinned grid version the run solves (its number is `grid_version`).")
     telemetry_start = models.DateTimeField(null=True, blank=True, help_text="Earliest reading used.")
     telemetry_end = models.DateTimeField(null=True, blank=True, help_text="Latest reading used.")
     inputs = models.JSONField(default=dict, blank=True, help_text="Values per source: measured, profile, last_value, declared.")
@@ -116,7 +118,7 @@ class BusResult(models.Model):
     """Snapshot voltage of one bus: vm_pu, va_degree, and the net injection p_mw / q_mvar (load convention)."""
 
     run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="bus_results")
-    bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="+")
+    bus = models.ForeignKey(Bus, on_delete=models.RESTRICT, related_name="+")  # results never vanish: the bus is retired
     vm_pu = models.FloatField(null=True)
     va_degree = models.FloatField(null=True)
     p_mw = models.FloatField(default=0.0)
@@ -233,7 +235,7 @@ class HostingCapacityResult(models.Model):
     """
 
     run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="hosting_results")
-    bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="+")
+    bus = models.ForeignKey(Bus, on_delete=models.RESTRICT, related_name="+")  # results never vanish: the bus is retired
     pv_kw = models.FloatField()
     load_kw = models.FloatField()
     pv_limited_by = models.CharField(max_length=16, blank=True)

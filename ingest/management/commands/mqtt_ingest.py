@@ -1,4 +1,5 @@
-"""Bridge an MQTT broker into the ingest pipeline: QoS 1, acknowledged only once the batch is durable."""
+"""Bridge an MQTT broker into the ingest pipeline: QoS 1, acknowledged only once the batch is durable; paused (nothing
+acknowledged, the broker keeps the messages) while the workers' backlog is full."""
 
 import os
 import threading
@@ -7,9 +8,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from ingest.mqtt import mqtt_message_ingest
+from ingest.mqtt import BacklogFull, mqtt_backlog_has_room, mqtt_message_ingest
 
 WAIT_S = 0.2
+PAUSE_POLL_S = 1.0  # how often a paused bridge looks at the backlog
 
 
 class Command(BaseCommand):
@@ -33,7 +35,7 @@ class Command(BaseCommand):
                              protocol=mqtt.MQTTv311, manual_ack=True)
         if username:
             client.username_pw_set(username, os.environ.get("MQTT_PASSWORD"))
-        state = {"handled": 0, "error": None, "last_message": time.monotonic()}
+        state = {"handled": 0, "error": None, "last_message": time.monotonic(), "paused": False}
         stop = threading.Event()
 
         def on_connect(client, userdata, flags, reason_code, properties):
@@ -45,11 +47,15 @@ class Command(BaseCommand):
             self.stderr.write(f"subscribed to {topic} on {host}:{port} as {client_id}")
 
         def on_message(client, userdata, message):
-            if stop.is_set():
+            if stop.is_set() or state["paused"]:
                 return  # not acknowledged: the broker delivers it again in the next session
             state["last_message"] = time.monotonic()
             try:
                 outcome = mqtt_message_ingest(topic=message.topic, payload=message.payload)
+            except BacklogFull as exc:  # stop consuming: this message and those in flight stay unacknowledged
+                state["paused"] = True
+                self.stderr.write(f"{exc}: paused, nothing acknowledged until the workers catch up")
+                return
             except Exception as exc:  # the database is unreachable or failing: stop without acknowledging
                 state["error"] = f"could not store a message of {message.topic}: {exc}"
                 stop.set()
@@ -73,10 +79,30 @@ class Command(BaseCommand):
         client.loop_start()  # the network thread reconnects by itself; this thread only decides when to stop
         try:
             while not stop.wait(WAIT_S):
-                if exit_when_idle is not None and time.monotonic() - state["last_message"] > exit_when_idle:
+                idle = exit_when_idle is not None and time.monotonic() - state["last_message"] > exit_when_idle
+                if idle or (state["paused"] and not self.resume_when_room(client, state, exit_when_idle)):
                     break
         finally:
             client.disconnect()
             client.loop_stop()
         if state["error"]:
             raise CommandError(state["error"])
+
+    def resume_when_room(self, client, state: dict, exit_when_idle: float | None) -> bool:
+        """Leave the broker while the backlog is full (a connected client would be sent messages it may not take), come
+        back once there is room; the broker delivers what was not acknowledged again. False: gave up (idle)."""
+        client.disconnect()
+        client.loop_stop()
+        while not mqtt_backlog_has_room():
+            if exit_when_idle is not None and time.monotonic() - state["last_message"] > exit_when_idle:
+                return False
+            time.sleep(PAUSE_POLL_S)
+        state["paused"] = False
+        try:
+            client.reconnect()
+        except OSError as exc:
+            state["error"] = f"cannot reach the MQTT broker again after the pause: {exc}"
+            return False
+        client.loop_start()
+        self.stderr.write("backlog has room again: resumed")
+        return True

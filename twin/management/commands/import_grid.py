@@ -64,7 +64,8 @@ class Command(BaseCommand):
             from ontology.converters.cgmes import cgmes_to_graph
 
             self.stderr.write(f"converting {len(paths)} CGMES file(s) …")
-            return cgmes_to_graph(paths, grid_name=name, owner_iri=participant.iri), "cgmes:" + ",".join(p.name for p in paths)
+            source = "cgmes:" + ",".join(p.name for p in paths)  # Grid.source holds 200 characters; conformity sets name more
+            return cgmes_to_graph(paths, grid_name=name, owner_iri=participant.iri), source if len(source) <= 200 else source[:199] + "…"
         if len(paths) != 1:
             raise CommandError("give exactly one file (several only with --cgmes)")
         if pandapower:
