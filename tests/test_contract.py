@@ -159,6 +159,8 @@ def test_a_method_a_route_does_not_take_is_405_before_any_decision(world):
     refused(response, 405, "method_not_allowed")
     assert response["Allow"] == "GET, HEAD, OPTIONS"
     refused(consumer.put("/api/v1/shared/sparql", {}), 405, "method_not_allowed")
+    # QUERY found the SPARQL view's `query` handler name and went on to the decision: 404 for an unknown agreement
+    refused(consumer.generic("QUERY", "/api/v1/shared/sparql?agreement=0"), 405, "method_not_allowed")
     # a multipart body reached OAuth2 authentication as the SPARQL view's unread body, which it read as a form: a 500
     refused(consumer.post(f"/api/v1/shared/sparql?purpose={PURPOSE}", {"query": "ASK {}"}), 415, "unsupported_media_type")
 
@@ -205,3 +207,7 @@ def test_the_schema_says_what_the_endpoints_take_and_answer(schema):
     assert at["schema"]["pattern"] == "^(19|20|21)[0-9]{2}-"
     transition = paths["/api/v1/sharing/agreements/{id}/offer/"]["post"]
     assert set(transition["requestBody"]["content"]) == {"application/json"} and "409" in transition["responses"]
+    # a JSON batch was documented as bytes, so `[null, null]` (two readings rejected one by one after the 202) read as invalid
+    batch = paths["/api/v1/telemetry/batches/"]["post"]["requestBody"]["content"]
+    assert [branch["type"] for branch in batch["application/json"]["schema"]["oneOf"]] == ["array", "object"]
+    assert batch["application/senml+json"]["schema"]["type"] == "array" and batch["text/csv"]["schema"]["format"] == "binary"

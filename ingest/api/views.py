@@ -13,13 +13,22 @@ from rest_framework.response import Response
 
 from ingest import selectors, services
 from ingest.api.serializers import BatchSerializer, LatestQuerySerializer, ReadingsQuerySerializer, RejectedReadingSerializer
-from ingest.payloads import MEDIA_TYPES, PayloadError
+from ingest.payloads import CSV, JSON, SENML, PayloadError
 from sharing.api.base import PolicyViewSet
 from twin import models
 from twin.api.views import RawBodyParser
 from twin.models import QUANTITIES
 
 IDEMPOTENCY_KEY_MAX_CHARS = 200
+# The body as the edge judges it. Each reading (or SenML record) inside is judged on its own after the 202: one that is not an
+# object with the documented fields is rejected with its reason (GET …/rejected) and the others are stored, so the schema
+# says "any value" for the items rather than refusing the whole batch for one of them.
+ANY_READINGS = {"type": "array", "items": {}, "description": "readings: {point, quantity, ts, value, unit, quality?} each"}
+BATCH_BODIES = {
+    JSON: {"oneOf": [ANY_READINGS, {"type": "object", "required": ["readings"], "properties": {"readings": ANY_READINGS}}]},
+    SENML: {"type": "array", "items": {}, "description": "a SenML pack (RFC 8428): records with bn, bt, bu, n, t, v, u"},
+    CSV: OpenApiTypes.BINARY,
+}
 
 
 class Overloaded(APIException):
@@ -54,7 +63,7 @@ class TelemetryBatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Po
         return super().get_queryset().select_related("source").defer("body").order_by("-id")
 
     @extend_schema(
-        request={media_type: OpenApiTypes.BINARY for media_type in MEDIA_TYPES},
+        request=BATCH_BODIES,
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
                                      description="Makes a retried upload a no-op: the same key and body give the first batch.")],
         responses={202: BatchSerializer, 400: OpenApiResponse(description="unreadable body"),

@@ -203,7 +203,8 @@ class PolicyViewSet(viewsets.GenericViewSet):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        if not hasattr(self, request.method.lower()):  # a method the route does not take: 405 (with Allow) before any decision
+        method = request.method.lower()  # a method the route does not take: 405 (with Allow) before any decision; a handler
+        if method not in self.http_method_names or not hasattr(self, method):  # name (e.g. SPARQL's `query`) is not a method
             raise exceptions.MethodNotAllowed(request.method)
         DecisionQuery.of(request)
         self.principal = principal_of(request)
@@ -212,6 +213,15 @@ class PolicyViewSet(viewsets.GenericViewSet):
                                          agreement=request.query_params.get(decisions.AGREEMENT_PARAMETER))
         if not self.decision.allowed:
             raise DecisionDenied(self.decision)
+
+    def route_row(self, rows, kwarg: str):
+        """The row a nested route names (`kwarg`, e.g. `grid_pk` of /grids/{id}/versions) among `rows`, the decision's rows:
+        out of scope, absent or not an id is the same 404, so the answer says nothing of rows the caller may not see."""
+        text = self.kwargs.get(kwarg, "")
+        row = rows.filter(pk=int(text)).first() if text.isdigit() and 1 <= int(text) <= MAX_ID else None
+        if row is None:
+            raise exceptions.NotFound(f"no such {rows.model._meta.verbose_name}")
+        return row
 
     def get_queryset(self):
         if self.decision is None:  # schema generation: no request was decided, so no rows

@@ -18,7 +18,7 @@ from rest_framework import serializers
 from ontology.converters.cgmes_export import VERSIONS
 from sharing.api.base import PolicyViewSet
 from twin import models
-from twin.api.history import GRID_PK, MAX_NUMBER, GridVersionViewSet
+from twin.api.history import GRID_PK, MAX_NUMBER
 from twin.api.serializers import QuerySerializer
 from twin.cgmes_export import grid_cgmes_profiles, profile_file_name
 
@@ -33,7 +33,6 @@ class GridCgmesViewSet(PolicyViewSet):
     """The grid as CGMES 2.4.15 or 3.0 profiles, in one zip."""
 
     resource = "grid"
-    grid = GridVersionViewSet.grid  # the route's grid among the decision's rows: one rule for 404
 
     def perform_content_negotiation(self, request, force=False):
         return super().perform_content_negotiation(request, force=True)  # the zip is the view's; DRF renders errors only
@@ -48,7 +47,7 @@ class GridCgmesViewSet(PolicyViewSet):
     )
     def list(self, request, grid_pk=None):
         """A zip of EQ, TP, SSH (and SV with `?run=`) RDF/XML files with their FullModel headers."""
-        grid = self.grid(self.decision.queryset)
+        grid = self.route_row(self.decision.queryset, "grid_pk")
         query = CgmesQuery.of(request)
         version = query.get("cgmes_version", "3.0")
         profiles = grid_cgmes_profiles(grid, version=version, run_id=query.get("run"))

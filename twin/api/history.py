@@ -131,19 +131,11 @@ class GridVersionViewSet(mixins.ListModelMixin, PolicyViewSet):
     lookup_field = "number"
     lookup_value_regex = "[0-9]+"
 
-    def grid(self, grids) -> models.Grid:
-        """The route's grid among the decision's rows (`grids`): out of scope, absent or not a number is 404 alike."""
-        text = self.kwargs.get("grid_pk", "")
-        grid = grids.filter(pk=int(text)).first() if text.isdigit() and 1 <= int(text) <= MAX_NUMBER else None
-        if grid is None:
-            raise NotFound("no such grid")
-        return grid
-
     def get_queryset(self):
         grids = super().get_queryset()  # the decision's rows: the grids one may read
         if self.decision is None:  # schema generation: no rows
             return models.GridVersion.objects.none()
-        return (models.GridVersion.objects.filter(grid=self.grid(grids)).defer("snapshot")
+        return (models.GridVersion.objects.filter(grid=self.route_row(grids, "grid_pk")).defer("snapshot")
                 .select_related("created_by_participant", "created_by_user").order_by("number"))
 
     @extend_schema(parameters=[GRID_PK], responses={200: VersionSerializer(many=True), 404: NOT_FOUND})
@@ -168,7 +160,7 @@ class GridVersionViewSet(mixins.ListModelMixin, PolicyViewSet):
     @action(detail=False, methods=["get"])
     def diff(self, request, grid_pk=None):
         """The diff between any two versions: `?from=N&to=M` (either order; from = to is an empty diff)."""
-        grid = self.grid(self.decision.queryset)  # out of scope is 404 before anything is said of the query
+        grid = self.route_row(self.decision.queryset, "grid_pk")  # out of scope is 404 before anything is said of the query
         query = DiffQuery.of(request)  # both required: a missing one is a 400 invalid_filter
         try:
             diff = history.versions_diff(grid, query["from"], query["to"])
