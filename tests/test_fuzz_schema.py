@@ -170,7 +170,7 @@ class Tally:
                               "message": failure.message[:1500], "curl": check.failure_info.code_sample[:3000]})
 
 
-def fuzz(base_url: str, persona: str, operations: str, header: str, tally: Tally) -> None:
+def fuzz(base_url: str, persona: str, operations: str, header: str, tally: Tally, progress) -> None:
     schema = schemathesis.openapi.from_url(f"{base_url}/api/schema/", config=run_config(header))
     # An exclusion, not `include(path_regex=…)`: the per-operation entries of the config are include filters too, and
     # schemathesis ORs includes together, so an include here would select every operation for every persona.
@@ -178,9 +178,15 @@ def fuzz(base_url: str, persona: str, operations: str, header: str, tally: Tally
     schema = schema.exclude(func=lambda ctx: not (wanted.search(ctx.operation.path) and only.search(ctx.operation.path)))
     if not any(result.ok() for result in schema.get_all_operations()):
         return
+    written = time.monotonic()
     for event in from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished):
             tally.add(persona, str(event.phase), event.recorder)
+            if time.monotonic() - written > 60:
+                progress(f"{persona}: {event.phase.name.value} {event.recorder.label}")
+                written = time.monotonic()
+        elif isinstance(event, events.PhaseFinished):
+            progress(f"{persona}: {event.phase.name.value} finished")
         elif isinstance(event, events.PhaseStarted) and isinstance(event.payload, events.StatefulPhasePayload):
             tally.stateful_transitions[persona] = tally.stateful_transitions.get(persona, 0) + event.payload.transitions_selected
         elif isinstance(event, events.NonFatalError):
@@ -213,21 +219,28 @@ def test_the_schema_holds_for_every_persona(live_server, settings, monkeypatch):
         for persona, operations in PERSONAS.items():
             if CHOSEN and persona not in CHOSEN:
                 continue
-            fuzz(live_server.url, persona, operations, authorization(world.clients[persona]), tally)
-            cases = sum(t.cases for t in tally.operations.values())
-            print(f"fuzz: {persona} {operations}: {cases} cases so far, {time.monotonic() - started:.0f} s", file=sys.stderr)
+            fuzz(live_server.url, persona, operations, authorization(world.clients[persona]), tally,
+                 progress=lambda what: write_report(tally, started, handler, what))
     finally:
         logging.getLogger("django.request").removeHandler(handler)
         flush_broker()
-    report = summary(tally, time.monotonic() - started)
+    report = write_report(tally, started, handler, "complete")
     print_summary(report)
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(json.dumps({**report, "failures": tally.failures, "errors": tally.errors, "server_tracebacks": handler.seen},
-                                 indent=1))
     assert not tally.errors, "\n".join(tally.errors[:10])
     assert report["cases"] > 0
     assert not tally.failures, f"{len(tally.failures)} failures (all in {REPORT}):\n" + "\n".join(
         f"{f['operation']} [{f['check']}] {f['status']} {f['title']}\n    {f['curl'][:300]}" for f in tally.failures[:30])
+
+
+def write_report(tally: Tally, started: float, handler: ServerErrors, reached: str) -> dict:
+    """Write var/fuzz-report.json as it stands (after each phase of each persona, so a long run stopped early keeps its
+    figures) and say so on stderr."""
+    report = summary(tally, time.monotonic() - started) | {"reached": reached}
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps({**report, "failures": tally.failures, "errors": tally.errors, "server_tracebacks": handler.seen},
+                                 indent=1))
+    print(f"fuzz: {reached}: {report['cases']} cases, {len(tally.failures)} failures, {report['seconds']:.0f} s", file=sys.stderr)
+    return report
 
 
 def flush_broker() -> None:
