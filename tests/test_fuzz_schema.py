@@ -47,6 +47,7 @@ ONLY = os.environ.get("GRIDTWIN_FUZZ_ONLY", "")
 CHOSEN = [name for name in os.environ.get("GRIDTWIN_FUZZ_PERSONAS", "").split(",") if name]  # to split a long run over processes
 PHASES = ("examples", "coverage", "fuzzing", "stateful")  # every phase, in both runs
 SEED = 20_261_201
+PROGRESS_EVERY_S = float(os.environ.get("GRIDTWIN_FUZZ_PROGRESS_S", "60"))  # how often a run rewrites its report
 REPORT = Path(settings.BASE_DIR) / "var" / (f"fuzz-report-{'-'.join(CHOSEN)}.json" if CHOSEN else "fuzz-report.json")
 
 # Persona of tests/hub.py → the operations it is the caller of, as a path regex. Every operation of the schema has exactly one
@@ -182,8 +183,8 @@ def fuzz(base_url: str, persona: str, operations: str, header: str, tally: Tally
     for event in from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished):
             tally.add(persona, str(event.phase), event.recorder)
-            if time.monotonic() - written > 60:
-                progress(f"{persona}: {event.phase.name.value} {event.recorder.label}")
+            if time.monotonic() - written > PROGRESS_EVERY_S:
+                progress(f"{persona}: {event.phase} {event.recorder.label}")
                 written = time.monotonic()
         elif isinstance(event, events.PhaseFinished):
             progress(f"{persona}: {event.phase.name.value} finished")
