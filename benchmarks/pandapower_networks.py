@@ -7,7 +7,12 @@ to `runpp` on the original net with the same options. Prints per network the bus
 element tables), the seconds of the twin's import (convert + validate/store + rebuild), pandapower's own
 `to_json`/`from_json` round trip of the same net in the same run and the ratio of the two, and either the largest
 |Δvm_pu| and |Δva_degree| over the original buses or the reason the twin refused the network (the table/class and
-node named) — ok = |Δvm| < 1e-6 pu.
+node named) — ok = |Δvm| < 1e-6 pu. The twin's net is solved to the original's mismatch in MVA (pandapower applies
+tolerance_mva in per unit of sn_mva, 1 MVA in the twin's net).
+
+Measured: 61/62 import, 60 agree (GBnetwork 1.9e-12 pu). Not agreeing: case11_iwamoto (imports; Iwamoto & Tamura's
+ill-conditioned case, no solution pandapower finds: no reference) and ieee_european_lv_asymmetric (asymmetric_load,
+an element the balanced twin does not hold: refused by name).
 
 Run: `.venv/bin/python benchmarks/pandapower_networks.py [--networks NAME ...] [--max-buses N] [--keep]`
 (a private database: BENCH_DATABASE_URL with `_ppnets` appended, dropped at the end unless `--keep`).
@@ -178,8 +183,11 @@ def run_one(name: str, builder, *, base_iri: str, participant, max_buses: int | 
         outcome.refused = "no reference: pandapower.runpp does not converge on the original net (NR, Iwamoto NR)"
         return outcome
     original, outcome.options = reference
+    # pandapower's tolerance_mva is applied in per unit of the net's sn_mva: the twin's net has sn_mva = 1, so the original's
+    # test (GBnetwork: 1e-9 pu of 100 MVA) becomes 1e-7 there, the same mismatch in MVA (1e-9 on 1 MVA stalls on rounding)
+    tolerance_mva = outcome.options.get("tolerance_mva", SOLVER["tolerance_mva"]) * net.sn_mva / twin.sn_mva
     try:
-        twin = solved(twin, **outcome.options)
+        twin = solved(twin, **{**outcome.options, "tolerance_mva": tolerance_mva})
     except Exception as exc:
         outcome.refused = f"load flow of the twin's net: {type(exc).__name__}: {exc}"
         return outcome

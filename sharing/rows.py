@@ -15,7 +15,8 @@ from sharing.models import Agreement
 from sharing.scope import TYPE_OF_MODEL
 from twin import models as twin
 
-SKIPPED_FIELDS = {"id", "part_iris", "grid", "telemetry_owner", "retired_at"}
+# part_iris and a transformer's tap tables describe helper objects, not the asset: third-party rows hold its scalars
+SKIPPED_FIELDS = {"id", "part_iris", "grid", "telemetry_owner", "retired_at", "tap_table", "phase_tap_table"}
 BRANCH_ENDS = {twin.Line: ("from_bus", "to_bus"), twin.Transformer: ("hv_bus", "lv_bus"), twin.Switch: ("bus", "other_bus")}
 # Not the run's `summary`: its extremes are the whole grid's, also outside an agreement limited to some feeders.
 RUN_FIELDS = ("id", "kind", "status", "at", "start", "end", "step_minutes", "grid_version", "finished_at")

@@ -300,10 +300,10 @@ def test_a_winding_without_its_terminal_is_refused_by_name(tmp_path):
 
 
 def test_power_carrying_equipment_without_a_twin_model_is_refused(tmp_path):
-    svc = element("StaticVarCompensator", "SVC", IdentifiedObject__name="SVC 1") + terminal("T_SVC", "SVC", "CN_MV2", 1)
+    source = element("EnergySource", "SRC", IdentifiedObject__name="Source 1") + terminal("T_SRC", "SRC", "CN_MV2", 1)
     with pytest.raises(ConversionError) as refused:
-        cgmes_to_graph(cgmes3_files(tmp_path, cgmes3_equipment(extra=svc)))
-    assert "StaticVarCompensator" in refused.value.message and "SVC 1" in refused.value.message
+        cgmes_to_graph(cgmes3_files(tmp_path, cgmes3_equipment(extra=source)))
+    assert "EnergySource" in refused.value.message and "Source 1" in refused.value.message
 
 
 def test_mixed_cim_versions_are_refused(tmp_path):

@@ -4,7 +4,9 @@ Shunt compensators (linear and non-linear), voltage-controlling synchronous mach
 unknown energy rating, three-winding transformers, motors, network equivalents (impedance, ward, xward) and series
 compensators: the round trip gives pandapower's own parameters back (to rounding), the load flow agrees with pandapower's
 on the original net, the shapes refuse broken instances naming the node, and the twin's own solver (snapshot, time
-series, what-if, hosting capacity) treats generators as PV buses within their reactive limits.
+series, what-if, hosting capacity) treats generators as PV buses within their reactive limits. Issue 11 adds tabular
+ratio tap changers, asymmetrical, symmetrical and tabular phase shifters and static VAR compensators, through pandapower,
+RDF, the database, the solver and CGMES (both ways).
 """
 
 import copy
@@ -326,3 +328,238 @@ def test_pandapower_example_networks_import_and_agree(name):
 
     dvm, _ = bus_differences(solved(net), solved(twin), index, grid_iri)
     assert dvm < 1e-6
+
+
+# --- issue 11: tap tables, phase shifters beyond linear, static VAR compensators -----------------------------------
+
+
+def _ratio_table(net, trafo: int = 0, angles=(0.0, 0.0, 0.0, 0.0, 0.0), changer_type: str = "Ratio"):
+    """A tabular tap changer on `trafo` (hv side, steps −2 … 2, standing at 1): ratio, vk and vkr per step."""
+    vk, vkr = net.trafo.vk_percent[trafo], net.trafo.vkr_percent[trafo]
+    net.trafo.loc[trafo, ["tap_side", "tap_min", "tap_max", "tap_neutral", "tap_pos", "tap_step_percent", "tap_changer_type"]] = [
+        "hv", -2, 2, 0, 1, 2.5, changer_type]
+    net.trafo.loc[trafo, ["tap_dependency_table", "id_characteristic_table"]] = [True, 0]
+    net["trafo_characteristic_table"] = pd.DataFrame({
+        "id_characteristic": 0, "step": range(-2, 3), "voltage_ratio": [0.95, 0.975, 1.0, 1.03, 1.06], "angle_deg": list(angles),
+        "vk_percent": [vk * 0.97, vk * 0.99, vk, vk * 1.02, vk * 1.05], "vkr_percent": [vkr * 0.98, vkr, vkr, vkr * 1.01, vkr * 1.04]})
+    return net
+
+
+def _phase_shifter(net, trafo: int, changer_type: str, step_percent: float, step_degree: float, side: str = "hv"):
+    net.trafo.loc[trafo, ["tap_side", "tap_changer_type", "tap_step_degree", "tap_step_percent", "tap_pos", "tap_neutral", "tap_min",
+                          "tap_max"]] = [side, changer_type, step_degree, step_percent, 3, 0, -9, 9]
+    return net
+
+
+def _svc(net, bus: int = 38):
+    """A compensator that holds its 10 kV bus at 1.01 pu well inside its ratings (about 2 Mvar of its 3.4 capacitive)."""
+    pp.create_svc(net, bus, x_l_ohm=20.0, x_cvar_ohm=-30.0, set_vm_pu=1.01, thyristor_firing_angle_degree=140.0, name="svc")
+    return net
+
+
+NEW_ELEMENTS = {
+    "ratio table": (lambda: _ratio_table(pn.example_multivoltage()), "RatioTapChangerTablePoint"),
+    "phase table": (lambda: _ratio_table(pn.example_multivoltage(), angles=(-6.0, -3.0, 0.0, 3.0, 6.0), changer_type="Tabular"),
+                    "PhaseTapChangerTablePoint"),
+    "asymmetrical": (lambda: _phase_shifter(pn.example_multivoltage(), 1, "Ratio", 1.5, 60.0), "PhaseTapChangerAsymmetrical"),
+    "quadrature booster (pandapower Symmetrical)": (lambda: _phase_shifter(pn.example_multivoltage(), 1, "Symmetrical", 1.5, 90.0, "lv"),
+                                                    "PhaseTapChangerAsymmetrical"),
+    "ideal by percent": (lambda: _phase_shifter(pn.example_multivoltage(), 1, "Ideal", 1.5, np.nan, "lv"), "PhaseTapChangerTabular"),
+    "static var compensator": (lambda: _svc(pn.example_multivoltage()), "StaticVarCompensator"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_ELEMENTS))
+def test_each_new_element_conforms_and_solves_as_in_pandapower(name):
+    build, cim_class = NEW_ELEMENTS[name]
+    net = build()
+    graph = net_to_graph(net, grid_iri=GRID, grid_name="elements")
+    assert validate_graph(graph).conforms
+    assert set(graph.subjects(RDF.type, CIM[cim_class]))
+
+    twin, index = rows_to_net(graph_to_rows(graph))
+
+    reference = solved(net)
+    dvm, dva = bus_differences(reference, solved(twin), index)
+    assert dvm < 1e-6 and dva < 1e-5
+    vm_pu, _ = solver_voltages(net)  # the twin's own solver, the path of every run kind
+    assert np.abs(vm_pu - reference.res_bus.vm_pu.to_numpy()).max() < 1e-6
+    plain = solved(pn.example_multivoltage()).res_bus  # the element matters: without it the grid solves otherwise
+    bus = reference.res_bus
+    changed = np.abs(bus.vm_pu - plain.vm_pu).max() > 1e-4 or np.abs(bus.va_degree - plain.va_degree).max() > 0.1
+    assert changed
+
+
+def test_a_symmetrical_phase_shifter_shifts_as_iec_61970_301_says():
+    """pandapower has no CIM symmetrical changer (its "Ideal" by percent shifts 2·asin(n·du/2)): the twin folds CIM's
+    2·atan(n·du/2) at its step into the shift; checked against a plain pandapower shift of that angle."""
+    graph = net_to_graph(NEW_ELEMENTS["asymmetrical"][0](), grid_iri=GRID, grid_name="elements")
+    changer = URIRef(f"{GRID}/trafo/1#PhaseTapChanger")
+    graph.remove((changer, RDF.type, CIM.PhaseTapChangerAsymmetrical))
+    graph.remove((changer, CIM["PhaseTapChangerAsymmetrical.windingConnectionAngle"], None))
+    graph.add((changer, RDF.type, CIM.PhaseTapChangerSymmetrical))
+    assert validate_graph(graph).conforms
+
+    twin, index = rows_to_net(graph_to_rows(graph))
+
+    expected = pn.example_multivoltage()
+    expected.trafo.loc[1, "shift_degree"] += np.degrees(2 * np.arctan(3 * 1.5 / 200))
+    dvm, dva = bus_differences(solved(expected), solved(twin), index)
+    assert dvm < 1e-9 and dva < 1e-7
+
+
+def _graph_of(name: str):
+    return net_to_graph(NEW_ELEMENTS[name][0](), grid_iri=GRID, grid_name="elements")
+
+
+@pytest.mark.parametrize(("name", "change", "node", "words"), [
+    ("ratio table", lambda g: (g.remove((URIRef(f"{GRID}/trafo/0#RatioPoint1"), None, None))), f"{GRID}/trafo/0#RatioTapChanger",
+     "no step of its table"),
+    ("ratio table", lambda g: g.set((URIRef(f"{GRID}/trafo/0#RatioPoint2"), CIM["TapChangerTablePoint.ratio"], Literal(-0.5))),
+     f"{GRID}/trafo/0#RatioPoint2", "voltage ratio greater than 0"),
+    ("phase table", lambda g: g.set((URIRef(f"{GRID}/trafo/0#PhasePoint2"), CIM["PhaseTapChangerTablePoint.angle"], Literal(200.0))),
+     f"{GRID}/trafo/0#PhasePoint2", "-180 to 180"),
+    ("asymmetrical", lambda g: g.set((URIRef(f"{GRID}/trafo/1#PhaseTapChanger"), CIM["PhaseTapChangerAsymmetrical.windingConnectionAngle"],
+                                      Literal(190.0))), f"{GRID}/trafo/1#PhaseTapChanger", "winding connection angle"),
+    ("static var compensator", lambda g: g.set((URIRef(f"{GRID}/svc/0"), CIM["StaticVarCompensator.inductiveRating"], Literal(5.0))),
+     f"{GRID}/svc/0", "less than 0"),
+    ("static var compensator", lambda g: g.add((URIRef(f"{GRID}/svc/0"), CIM["StaticVarCompensator.slope"], Literal(0.01))),
+     f"{GRID}/svc/0", "droop"),
+    ("static var compensator", lambda g: g.remove((URIRef(f"{GRID}/svc/0"), CIM["StaticVarCompensator.voltageSetPoint"], None)),
+     f"{GRID}/svc/0", "voltageSetPoint"),
+])
+def test_a_broken_new_element_is_refused_naming_its_node(name, change, node, words):
+    graph = _graph_of(name)
+    change(graph)
+
+    with pytest.raises(ShapeViolation) as raised:
+        _check(graph)
+    violations = raised.value.report.violations
+    assert any(v.focus_node == node and words in v.message for v in violations), [(v.focus_node, v.message) for v in violations]
+
+
+def _step_off_the_table(net):
+    net.trafo.loc[0, "tap_pos"] = -1
+    net.trafo_characteristic_table = net.trafo_characteristic_table[net.trafo_characteristic_table.step != -1]
+
+
+def _fixed_angle_svc(net):
+    net.svc.loc[0, "controllable"] = False
+
+
+@pytest.mark.parametrize(("name", "change", "node", "words"), [
+    ("ratio table", _step_off_the_table, f"{GRID}/trafo/0", "no step of its trafo_characteristic_table"),
+    ("static var compensator", _fixed_angle_svc, f"{GRID}/svc/0", "fixed shunt"),
+])
+def test_what_pandapower_holds_and_the_form_cannot_is_refused_naming_the_element(name, change, node, words):
+    net = NEW_ELEMENTS[name][0]()
+    change(net)
+
+    with pytest.raises(ConversionError) as raised:
+        net_to_graph(net, grid_iri=GRID, grid_name="elements")
+    assert raised.value.node == node and words in str(raised.value)
+
+
+def combined_net(names: tuple[str, ...]):
+    """The net of NEW_ELEMENTS[names[0]] with the SVC or the second transformer of each further name put in."""
+    net = NEW_ELEMENTS[names[0]][0]()
+    for name in names[1:]:
+        changed = NEW_ELEMENTS[name][0]()
+        if name == "static var compensator":
+            net.svc = changed.svc
+        else:
+            net.trafo.loc[1] = changed.trafo.loc[1]
+    return net
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("names", [("ratio table", "asymmetrical", "static var compensator"), ("phase table", "ideal by percent")])
+def test_stored_new_elements_export_the_graph_they_came_as_and_solve(utility, names):
+    net = combined_net(names)
+    iri = "https://gridtwin.example/id/test/new-elements"
+    graph = net_to_graph(net, grid_iri=iri, grid_name="elements", owner_iri=utility.iri)
+    grid = grid_import_graph(graph=graph, participant=utility, source="test:new-elements").grid
+
+    assert isomorphic(grid_graph(grid), graph)
+    assert not grid_import_graph(graph=graph, participant=utility, source="test:new-elements").changed
+    snapshot = execute(services.loadflow_run_create(grid=grid, at=AT))
+    assert snapshot.status == Run.Status.SUCCEEDED, snapshot.error
+    vm = {row["bus__iri"]: row["vm_pu"] for row in selectors.bus_results(snapshot)}
+    expected = solved(net, enforce_q_lims=True).res_bus.vm_pu
+    assert max(abs(vm[f"{iri}/bus/{i}"] - expected[i]) for i in net.bus.index) < 1e-6
+
+
+def test_the_cgmes_reader_keeps_ratio_tables_and_static_var_compensators(tmp_path):
+    from ontology.converters.cgmes import cgmes_to_graph
+    from tests.test_cgmes import cgmes3_equipment, cgmes3_files, element, terminal
+
+    table = element("RatioTapChangerTable", "RTCT") + "".join(
+        element("RatioTapChangerTablePoint", f"RTCP{step}", RatioTapChangerTablePoint__RatioTapChangerTable="#RTCT",
+                TapChangerTablePoint__step=step, TapChangerTablePoint__ratio=ratio, TapChangerTablePoint__r=r, TapChangerTablePoint__x=x)
+        for step, ratio, r, x in [(11, 1.0, 0.0, 0.0), (12, 1.012, 0.5, 1.0), (13, 1.025, 1.0, 2.5)])
+    svc = element("StaticVarCompensator", "SVC", IdentifiedObject__name="SVC 1", StaticVarCompensator__capacitiveRating=40.0,
+                  StaticVarCompensator__inductiveRating=-80.0, StaticVarCompensator__slope=0.0, StaticVarCompensator__voltageSetPoint=20.2,
+                  StaticVarCompensator__sVCControlMode="cim:SVCControlMode.voltage") + terminal("T_SVC", "SVC", "CN_MV2", 1)
+    equipment = cgmes3_equipment(extra=table + svc).replace(
+        "<cim:RatioTapChanger.stepVoltageIncrement>", '<cim:RatioTapChanger.RatioTapChangerTable rdf:resource="#_RTCT"/>'
+        "<cim:RatioTapChanger.stepVoltageIncrement>")
+
+    graph = cgmes_to_graph(cgmes3_files(tmp_path, equipment))
+
+    report = validate_graph(graph)
+    assert report.conforms, [v.as_dict() for v in report.violations]
+    rows = graph_to_rows(graph).rows
+    (trafo,) = rows["Transformer"]
+    assert [(p["step"], p["ratio"], p["x_percent"]) for p in trafo["tap_table"]] == [(11, 1.0, 0.0), (12, 1.012, 1.0), (13, 1.025, 2.5)]
+    (compensator,) = rows["StaticVarCompensator"]
+    assert (compensator["capacitive_rating_ohm"], compensator["inductive_rating_ohm"], compensator["vm_target_kv"]) == (40.0, -80.0, 20.2)
+    twin, index = rows_to_net(graph_to_rows(graph))
+    result = solved(twin)
+    assert result.res_bus.vm_pu[index["bus"][compensator["bus"]]] == pytest.approx(20.2 / 20)  # the compensator holds its bus
+    plain = copy.deepcopy(twin)
+    plain.trafo.loc[:, "tap_dependency_table"] = False
+    assert np.abs(solved(plain).res_bus.vm_pu - result.res_bus.vm_pu).max() > 1e-4  # the table's ratio at step 13 is 1.025, not 1.03
+
+
+@pytest.mark.parametrize("version", ["2.4.15", "3.0"])
+@pytest.mark.parametrize("names", [("ratio table", "asymmetrical", "static var compensator"), ("phase table", "ideal by percent")])
+def test_new_elements_go_through_cgmes_and_back_keeping_their_class_and_load_flow(names, version, tmp_path):
+    from ontology.converters.cgmes import cgmes_to_graph
+    from ontology.converters.cgmes_export import graph_to_cgmes, mrid
+    from tests.test_cgmes_export import write_profiles
+
+    net = combined_net(names)
+    graph = net_to_graph(net, grid_iri=GRID, grid_name="elements")
+
+    again = cgmes_to_graph(write_profiles(graph_to_cgmes(graph, version=version), tmp_path))
+
+    report = validate_graph(again)
+    assert report.conforms, [v.as_dict() for v in report.violations]
+    classes = {o for o in graph.objects(None, RDF.type) if "TapChanger" in str(o) or "VarCompensator" in str(o)}
+    assert classes <= set(again.objects(None, RDF.type))
+    twin, index = rows_to_net(graph_to_rows(again))
+    result, reference = solved(twin), solved(net)
+    buses = [index["bus"][f"urn:uuid:{mrid(f'{GRID}/bus/{i}')}"] for i in net.bus.index]
+    assert np.abs(result.res_bus.vm_pu.loc[buses].to_numpy() - reference.res_bus.vm_pu.to_numpy()).max() < 1e-6
+
+
+def test_a_ratio_tap_beside_a_tabular_phase_shifter_is_pandapowers_second_tap_changer():
+    """pandapower reads one characteristic per transformer on tap 1: the phase table takes it, the ratio changer (lv, step 2
+    of ±5 at 1 %) moves to tap 2 — the same load flow as pandapower's own net with both."""
+    net = NEW_ELEMENTS["phase table"][0]()
+    graph = net_to_graph(net, grid_iri=GRID, grid_name="elements")
+    changer = URIRef(f"{GRID}/trafo/0#RatioTapChanger")
+    graph.add((changer, RDF.type, CIM.RatioTapChanger))
+    graph.add((changer, CIM["RatioTapChanger.TransformerEnd"], URIRef(f"{GRID}/trafo/0#End2")))
+    for name, value in {"lowStep": -5, "highStep": 5, "neutralStep": 0, "normalStep": 0, "step": 2.0, "stepVoltageIncrement": 1.0}.items():
+        graph.add((changer, CIM[f"{'RatioTapChanger' if name == 'stepVoltageIncrement' else 'TapChanger'}.{name}"], Literal(value)))
+    assert validate_graph(graph).conforms
+
+    twin, index = rows_to_net(graph_to_rows(graph))
+
+    expected = copy.deepcopy(net)
+    expected.trafo.loc[0, ["tap2_side", "tap2_pos", "tap2_neutral", "tap2_min", "tap2_max", "tap2_step_percent", "tap2_step_degree",
+                           "tap2_changer_type"]] = ["lv", 2, 0, -5, 5, 1.0, 0.0, "Ratio"]
+    dvm, dva = bus_differences(solved(expected), solved(twin), index)
+    assert dvm < 1e-9 and dva < 1e-7
+    assert bus_differences(solved(net), solved(twin), index)[0] > 1e-3  # the ratio changer matters

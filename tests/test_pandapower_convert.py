@@ -223,6 +223,26 @@ def test_unknown_simbench_code_is_a_conversion_error():
         simbench_graph("1-LV-nowhere--0-sw", base_iri="https://gridtwin.example/id/")
 
 
+def test_a_line_with_negative_charging_keeps_its_pi_model_as_two_end_shunts():
+    """GBnetwork's reduced 132 kV branches have c < 0: the line keeps r, x, each end gets an EquivalentShunt of half its
+    b and g (the same π model), and the bus voltages are pandapower's own."""
+    import pandapower.networks as pn
+
+    net = pn.case9()
+    net.line.loc[2, "c_nf_per_km"] = -0.5 * net.line.at[2, "c_nf_per_km"]
+    rows = rows_of(net)
+    line = next(row for row in rows.rows["Line"] if row["iri"] == f"{GRID}/line/2")
+    shunts = [row for row in rows.rows["EquivalentShunt"] if row["iri"].startswith(f"{GRID}/line/2/")]
+    b_s = 2 * np.pi * net.f_hz * net.line.at[2, "c_nf_per_km"] * 1e-9 * net.line.at[2, "length_km"]
+    assert line["b_s"] == 0.0 and line["r_ohm"] > 0
+    assert sorted(row["b_s"] for row in shunts) == pytest.approx([b_s / 2, b_s / 2])
+    twin, index = rows_to_net(rows)
+    original, solved_twin = solve(net), solve(twin)
+    buses = [index["bus"][f"{GRID}/bus/{i}"] for i in net.bus.index]
+    assert max_abs_difference(original.res_bus.vm_pu, solved_twin.res_bus.vm_pu.loc[buses]) < 1e-9
+    assert max_abs_difference(original.res_bus.va_degree, solved_twin.res_bus.va_degree.loc[buses]) < 1e-7
+
+
 def _add_dc_line(net):
     pp.create_dcline(net, 0, 1, p_mw=0.1, loss_percent=1.0, loss_mw=0.0, vm_from_pu=1.0, vm_to_pu=1.0, name="link")
 

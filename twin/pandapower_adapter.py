@@ -11,8 +11,9 @@ invert the conventions of `ontology.converters.pandapower_net` exactly:
 * transformers: both ends' impedances referred to the HV side and turned back into
   `vk_percent`, `vkr_percent`, `pfe_kw`, `i0_percent` on `sn_mva` = stored rated power;
   magnetising susceptance b ≥ 0 is inductive, b < 0 capacitive (pandapower's negative i0_percent);
-  `shift_degree = 30 · phase_angle_clock` plus a linear phase tap changer's shift at its step; a tap changer
+  `shift_degree = 30 · phase_angle_clock` plus a linear or symmetrical phase tap changer's shift at its step; a tap changer
   sets `tap_changer_type = "Ratio"` so pandapower applies its position (SimBench nets leave it unset, and pandapower then ignores taps);
+  tap tables and the other phase tap changers: see `tap_columns`;
 * external grids: `vm_pu = vm_target_kv / vn_kv` of their bus;
 * EV chargers are loads; storage `soc_percent` comes from stored/rated energy (NaN when the rating is unknown);
 * shunt compensators, machines, three-winding transformers and equivalents: see `NetBuilder.elements`.
@@ -38,7 +39,8 @@ SGEN_TYPES = {"pv": "PV", "wind": "WP", "other": "other"}
 BUS_FIELDS = ("bus", "other_bus", "from_bus", "to_bus", "hv_bus", "mv_bus", "lv_bus")
 TRANSFORMER_FIELDS = ("sn_mva", "vn_hv_kv", "vn_lv_kv", "r_ohm", "x_ohm", "g_s", "b_s", "r2_ohm", "x2_ohm", "g2_s", "b2_s",
                       "phase_angle_clock", "tap_side", "tap_low", "tap_high", "tap_neutral", "tap_pos", "tap_step_percent",
-                      "phase_tap_side", "phase_tap_neutral", "phase_tap_pos", "phase_step_degree")
+                      "phase_tap_side", "phase_tap_neutral", "phase_tap_pos", "phase_step_degree", "tap_table", "phase_tap_kind",
+                      "phase_tap_low", "phase_tap_high", "phase_step_percent", "phase_winding_angle_degree", "phase_tap_table")
 
 
 @dataclass
@@ -135,12 +137,16 @@ class NetBuilder:
         * voltage-controlling synchronous machines and regulating equivalent injections → `gen` (PV buses);
           the others → `sgen` (machines) and `load` (equivalent injections, load convention);
         * asynchronous machines → `motor`; three-winding transformers → `trafo3w`; equivalent branches and series
-          compensators → `impedance` (per unit on the net's sn_mva and the from bus's voltage).
+          compensators → `impedance` (per unit on the net's sn_mva and the from bus's voltage); static VAR compensators
+          holding a voltage → `gen` with P = 0 (see `generators`), the others → `load` (their q).
         """
         machines = tables.get("SynchronousMachine", [])
         injections = tables.get("EquivalentInjection", [])
         self.shunts(tables.get("ShuntCompensator", []), tables.get("EquivalentShunt", []))
-        self.generators([r for r in machines if r["control_enabled"]], [r for r in injections if r["regulation_status"]])
+        compensators = tables.get("StaticVarCompensator", [])
+        holding = [r for r in compensators if r["control_enabled"] and r["control_mode"] == "voltage"]
+        self.generators([r for r in machines if r["control_enabled"]], [r for r in injections if r["regulation_status"]], holding)
+        self._append("load", [{**r, "p_mw": 0.0} for r in compensators if r not in holding], self.load_frame)
         self._append("sgen", [{**r, "kind": "other"} for r in machines if not r["control_enabled"]], self.sgen_frame)
         self._append("load", [r for r in injections if not r["regulation_status"]], self.load_frame)
         self.motors(tables.get("AsynchronousMachine", []))
@@ -192,8 +198,18 @@ class NetBuilder:
             self.net["shunt_characteristic_table"] = shunt_characteristic_table(df[nonlinear], vn_kv[nonlinear])
         self._register("shunt", df, np.atleast_1d(indices))
 
-    def generators(self, machines: list[dict], injections: list[dict]) -> None:
-        rows = [*machines, *[{**r, "p_mw": -r["p_mw"], "rated_s_mva": None, "reference_priority": 0} for r in injections]]
+    def generators(self, machines: list[dict], injections: list[dict], compensators: list[dict] = ()) -> None:
+        """PV buses: voltage-controlling machines, regulating equivalent injections and static VAR compensators.
+
+        A static VAR compensator becomes a generator of P = 0 at its setpoint with reactive limits V²/X of its ratings at
+        the setpoint voltage, not pandapower's `svc` element: pandapower's svc ignores its firing-angle limits in the
+        Newton–Raphson (so the ratings would not bind), does not work on a bus with a generator, and is not in the twin's
+        own solver, which holds PV buses within their limits as pandapower's `enforce_q_lims`. Inside its ratings both give
+        the same solution (the bus at the setpoint, the compensator's Q what the grid needs); at a limit the generator
+        holds that Q where a real compensator would hold its susceptance (Q falls with V²).
+        """
+        rows = [*machines, *[{**r, "p_mw": -r["p_mw"], "rated_s_mva": None, "reference_priority": 0} for r in injections],
+                *[svc_generator_row(r) for r in compensators]]
         df = _frame(rows, ("iri", "name", "in_service", "bus", "p_mw", "vm_target_kv", "rated_s_mva", "min_q_mvar", "max_q_mvar",
                            "reference_priority", "profile"))
         if df.empty:
@@ -295,10 +311,14 @@ class NetBuilder:
         df = _frame(rows, ("iri", "name", "in_service", "hv_bus", "lv_bus", *TRANSFORMER_FIELDS))
         if df.empty:
             return self._register("trafo", df, [])
+        parameters = transformer_parameters(df)
         indices = pp.create_transformers_from_parameters(
             self.net, self._buses(df, "hv_bus"), self._buses(df, "lv_bus"), name=df.name.tolist(),
-            in_service=df.in_service.astype(bool).to_numpy(), **transformer_parameters(df),
+            in_service=df.in_service.astype(bool).to_numpy(), **parameters,
         )
+        characteristic = tap_columns(df, self.net.trafo, parameters["vk_percent"], parameters["vkr_percent"])
+        if characteristic is not None:
+            self.net["trafo_characteristic_table"] = characteristic
         self._register("trafo", df, indices)
 
     def switches(self, rows: list[dict]) -> None:
@@ -340,6 +360,13 @@ class NetBuilder:
         self._register("storage", df, indices)
 
 
+def svc_generator_row(row: dict) -> dict:
+    """A static VAR compensator as a generator row: P = 0, produced Q within −V²/|X_inductive| … V²/X_capacitive at the setpoint."""
+    v_kv = row["vm_target_kv"]
+    return {**row, "p_mw": 0.0, "rated_s_mva": None, "reference_priority": 0, "profile": "",
+            "min_q_mvar": v_kv**2 / row["inductive_rating_ohm"], "max_q_mvar": v_kv**2 / row["capacitive_rating_ohm"]}
+
+
 def _or_nan(value) -> float:
     return math.nan if value is None else float(value)
 
@@ -356,14 +383,29 @@ def shunt_characteristic_table(df: pd.DataFrame, vn_kv: np.ndarray) -> pd.DataFr
     return pd.DataFrame(rows, columns=["id_characteristic", "step", "q_mvar", "p_mw"])
 
 
-def phase_tap_shift_degree(df: pd.DataFrame) -> np.ndarray:
-    """The shift of a linear phase tap changer at its step, folded into pandapower's shift_degree (which it adds to the
-    clock's, as pandapower's "Ideal" tap changer would: + on the hv side, − on the lv side)."""
+def _phase_kind(df: pd.DataFrame) -> np.ndarray:
+    """The kind of each transformer's phase tap changer, "" where it has none."""
     if "phase_tap_side" not in df:
+        return np.full(len(df), "", dtype=object)
+    kind = df.phase_tap_kind.fillna("linear").replace("", "linear") if "phase_tap_kind" in df else pd.Series("linear", index=df.index)
+    return np.where(df.phase_tap_side.isin(["hv", "lv"]).to_numpy(), kind.to_numpy(object), "")
+
+
+def phase_tap_shift_degree(df: pd.DataFrame) -> np.ndarray:
+    """The shift of a linear or symmetrical phase tap changer at its step, folded into pandapower's shift_degree (which it
+    adds to the clock's, as pandapower's "Ideal" tap changer would: + on the hv side, − on the lv side).
+
+    Symmetrical (IEC 61970-301): 2·atan(n·du/2) with ratio 1 — pandapower's "Ideal" changer by percent shifts 2·asin(n·du/2)
+    and its "Symmetrical" one changes the ratio too, so neither is CIM's; the shift is exact at the step it stands at.
+    """
+    kind = _phase_kind(df)
+    if not kind.any():
         return np.zeros(len(df))
     direction = np.select([df.phase_tap_side == "hv", df.phase_tap_side == "lv"], [1.0, -1.0], 0.0)
     steps = _float(df.phase_tap_pos, 0.0) - _float(df.phase_tap_neutral, 0.0)
-    return np.where(direction != 0, direction * steps * _float(df.phase_step_degree, 0.0), 0.0)
+    linear = steps * _float(df.phase_step_degree, 0.0)
+    symmetrical = np.degrees(2 * np.arctan(steps * _float(df.phase_step_percent, 0.0) / 200))
+    return direction * np.select([kind == "linear", kind == "symmetrical"], [linear, symmetrical], 0.0)
 
 
 def shift_degree(df: pd.DataFrame) -> np.ndarray:
@@ -400,6 +442,66 @@ def transformer_parameters(df: pd.DataFrame) -> dict:
     }
 
 
+def tap_columns(df: pd.DataFrame, trafo: pd.DataFrame, vk_percent: np.ndarray, vkr_percent: np.ndarray) -> pd.DataFrame | None:
+    """Tap tables and the phase tap changers pandapower applies itself; sets columns of `trafo` (the net's rows of `df`) and
+    returns pandapower's `trafo_characteristic_table` (None when no transformer has a table).
+
+    * a tabular ratio tap changer: tap 1 with `tap_dependency_table` and a characteristic of voltage_ratio, vk_percent,
+      vkr_percent per step (r, x of each point: the transformer's times 1 + deviation/100; angle 0);
+    * a tabular phase tap changer: tap 1 "Tabular" with its characteristic (angle_deg too); a ratio tap changer beside it
+      moves to tap 2 ("Ratio");
+    * an asymmetrical phase tap changer: tap 2 "Ratio" with tap2_step_percent = voltageStepIncrement and tap2_step_degree =
+      windingConnectionAngle — pandapower's formula, u·(1 + n·du·e^jθ), is IEC 61970-301's, exact at every step.
+    """
+    kind = _phase_kind(df)
+    ratio_tables = df.tap_table.apply(lambda t: bool(t)).to_numpy() if "tap_table" in df else np.zeros(len(df), bool)
+    phase_tables = kind == "tabular"
+    characteristic, tables = [], ratio_tables | phase_tables
+    x_percent = np.sign(vk_percent) * np.sqrt(np.maximum(vk_percent**2 - vkr_percent**2, 0.0))
+    ids = np.full(len(df), -1)
+    for number, position in enumerate(np.flatnonzero(tables)):
+        ids[position] = number
+        points = df.phase_tap_table.iloc[position] if phase_tables[position] else df.tap_table.iloc[position]
+        for point in points:
+            vkr = vkr_percent[position] * (1 + point["r_percent"] / 100)
+            x = x_percent[position] * (1 + point["x_percent"] / 100)
+            characteristic.append({"id_characteristic": int(ids[position]), "step": int(point["step"]), "voltage_ratio": point["ratio"],
+                                   "angle_deg": point.get("angle_degree", 0.0), "vk_percent": np.sign(x or 1.0) * math.hypot(vkr, x),
+                                   "vkr_percent": vkr})
+    index = trafo.index
+    if phase_tables.any():
+        moved = phase_tables & df.tap_side.isin(["hv", "lv"]).to_numpy()
+        _set_tap2(trafo, index[moved], df[moved], "tap", ratio=True)
+        rows = index[phase_tables]
+        trafo.loc[rows, "tap_side"] = df.phase_tap_side.to_numpy()[phase_tables]
+        for ours, theirs in (("low", "min"), ("high", "max"), ("neutral", "neutral"), ("pos", "pos")):
+            trafo.loc[rows, f"tap_{theirs}"] = _float(df[f"phase_tap_{ours}"])[phase_tables]
+        trafo.loc[rows, ["tap_step_percent", "tap_step_degree"]] = np.nan
+        trafo.loc[rows, "tap_changer_type"] = "Tabular"
+    asymmetrical = kind == "asymmetrical"
+    if asymmetrical.any():
+        _set_tap2(trafo, index[asymmetrical], df[asymmetrical], "phase_tap", ratio=False)
+    if not tables.any():
+        return None
+    trafo["tap_dependency_table"] = tables
+    trafo["id_characteristic_table"] = pd.array([int(i) if i >= 0 else None for i in ids], dtype="Int64")
+    return pd.DataFrame(characteristic, columns=["id_characteristic", "step", "voltage_ratio", "angle_deg", "vk_percent", "vkr_percent"])
+
+
+def _set_tap2(trafo: pd.DataFrame, rows, df: pd.DataFrame, prefix: str, *, ratio: bool) -> None:
+    """pandapower's second tap changer (tap2_*) from the twin's ratio (`prefix` "tap") or asymmetrical phase tap changer."""
+    side = df.tap_side if ratio else df.phase_tap_side
+    for column in ("tap2_side", "tap2_changer_type"):
+        if column not in trafo:
+            trafo[column] = pd.Series(None, index=trafo.index, dtype=object)
+    trafo.loc[rows, "tap2_side"] = side.to_numpy()
+    trafo.loc[rows, "tap2_changer_type"] = "Ratio"
+    for ours, theirs in (("low", "min"), ("high", "max"), ("neutral", "neutral"), ("pos", "pos")):
+        trafo.loc[rows, f"tap2_{theirs}"] = _float(df[f"{prefix}_{ours}"])
+    trafo.loc[rows, "tap2_step_percent"] = _float(df.tap_step_percent if ratio else df.phase_step_percent)
+    trafo.loc[rows, "tap2_step_degree"] = 0.0 if ratio else _float(df.phase_winding_angle_degree)
+
+
 def ratio_tap_parameters(df: pd.DataFrame, has_tap: np.ndarray) -> dict:
     """pandapower's tap columns of a ratio tap changer (`tap_changer_type` "Ratio" so pandapower applies it)."""
     return {
@@ -418,7 +520,7 @@ TRANSFORMER3W_FIELDS = ("sn_hv_mva", "sn_mv_mva", "sn_lv_mva", "vn_hv_kv", "vn_m
                         "r3_ohm", "x3_ohm", "g_s", "b_s", "phase_angle_clock2", "phase_angle_clock3", "tap_side", "tap_low", "tap_high",
                         "tap_neutral", "tap_pos", "tap_step_percent")
 ELEMENT_MODELS = ("ShuntCompensator", "SynchronousMachine", "AsynchronousMachine", "ThreeWindingTransformer", "EquivalentBranch",
-                  "EquivalentInjection", "EquivalentShunt")
+                  "EquivalentInjection", "EquivalentShunt", "StaticVarCompensator")
 
 
 def star_to_pairs(star_percent: np.ndarray, sn_mva: np.ndarray) -> np.ndarray:

@@ -11,7 +11,13 @@ to each other below, so the mapping is stated once. The form (CIM100 terms unles
 * transformer: ``cim:PowerTransformer`` with two ``cim:PowerTransformerEnd`` (end 1 = HV), an
   optional ``cim:RatioTapChanger`` on one end and an optional ``cim:PhaseTapChangerLinear`` on one end
   (``PhaseTapChanger.TransformerEnd``, ``TapChanger.*`` steps, ``PhaseTapChangerLinear.stepPhaseShiftIncrement``
-  degrees: a shift of (step − neutralStep) · increment, positive from its end to the other);
+  degrees: a shift of (step − neutralStep) · increment, positive from its end to the other); a ratio tap changer may
+  name a ``cim:RatioTapChangerTable`` (``RatioTapChanger.RatioTapChangerTable``) of ``cim:RatioTapChangerTablePoint``
+  (``…Point.RatioTapChangerTable``, ``TapChangerTablePoint.step``, ``.ratio``, ``.r``, ``.x`` in % deviation); the phase
+  tap changer may instead be a ``cim:PhaseTapChangerSymmetrical`` (``PhaseTapChangerNonLinear.voltageStepIncrement`` %),
+  a ``cim:PhaseTapChangerAsymmetrical`` (the same and ``.windingConnectionAngle`` degrees) or a
+  ``cim:PhaseTapChangerTabular`` with a ``cim:PhaseTapChangerTable`` of ``cim:PhaseTapChangerTablePoint`` (as the ratio
+  points, plus ``PhaseTapChangerTablePoint.angle`` degrees); the tap step of a tabular changer is one of its table's steps;
 * PV / wind / battery: ``cim:PowerElectronicsConnection`` with one ``cim:PowerElectronicsUnit``;
 * slack: ``cim:ExternalNetworkInjection`` with a ``cim:RegulatingControl`` (target in kV);
 * meter: ``saref:Meter`` with ``gt:measures``; EV charger: ``gt:EVChargingStation``;
@@ -35,7 +41,10 @@ to each other below, so the mapping is stated once. The form (CIM100 terms unles
 * network equivalents: ``cim:EquivalentBranch`` (two terminals; ``r``, ``x``, ``r21``, ``x21`` ohm, referred to
   the nominal voltage of terminal 1's node), ``cim:EquivalentShunt`` (``g``, ``b`` S), ``cim:EquivalentInjection``
   (``p``, ``q`` load sign; ``regulationCapability``, ``regulationStatus`` and ``regulationTarget`` kV for a
-  voltage-holding source, ``minQ``/``maxQ``); series capacitor or reactor: ``cim:SeriesCompensator`` (``r``, ``x`` ohm).
+  voltage-holding source, ``minQ``/``maxQ``); series capacitor or reactor: ``cim:SeriesCompensator`` (``r``, ``x`` ohm);
+* static VAR compensator: ``cim:StaticVarCompensator`` (``capacitiveRating`` > 0, ``inductiveRating`` < 0 ohm,
+  ``sVCControlMode`` voltage or reactivePower, ``voltageSetPoint`` kV, ``q`` Mvar load sign, ``RegulatingCondEq.
+  controlEnabled``; ``slope`` only 0).
 
 Powers follow CIM's load sign convention in RDF (positive p leaves the node); generators are stored
 with pandapower's generator convention, so their sign flips on the way in and out (exactly).
@@ -80,7 +89,10 @@ SWITCH_CLASSES = {
 GENERATION_UNIT_CLASSES = {"pv": CIM.PhotoVoltaicUnit, "wind": CIM.PowerElectronicsWindUnit, "other": GT.OtherGenerationUnit}
 POINT_SHUNT = CIM["NonlinearShuntCompensatorPoint.NonlinearShuntCompensator"]
 PTC_END = CIM["PhaseTapChanger.TransformerEnd"]
-INVERSE_PREDICATES = (T_EQUIPMENT, END_TRAFO, RTC_END, UNIT_CONNECTION, SV_NODE, REG_CONTROL, POINT_SHUNT, PTC_END)
+RATIO_POINT_TABLE = CIM["RatioTapChangerTablePoint.RatioTapChangerTable"]
+PHASE_POINT_TABLE = CIM["PhaseTapChangerTablePoint.PhaseTapChangerTable"]
+INVERSE_PREDICATES = (T_EQUIPMENT, END_TRAFO, RTC_END, UNIT_CONNECTION, SV_NODE, REG_CONTROL, POINT_SHUNT, PTC_END, RATIO_POINT_TABLE,
+                      PHASE_POINT_TABLE)
 
 
 class CodecError(ValueError):
@@ -301,6 +313,7 @@ def read_transformers(index: GraphIndex) -> Iterator[dict]:
         row["phase_angle_clock"] = int(index.value(ends[2], CIM["PowerTransformerEnd.phaseAngleClock"], 0))
         row.update(_read_tap_changer(index, ends, row["part_iris"]))
         row.update(_read_tap_changer(index, ends, row["part_iris"], form=PHASE_TAP))
+        row.update(_read_tap_tables(index, node, row))
         yield row
 
 
@@ -341,6 +354,75 @@ def _read_tap_changer(index: GraphIndex, ends: dict, parts: dict, sides: dict | 
                     f"{form.prefix}_pos": _float(index, changer, CIM["TapChanger.step"], neutral),
                     form.increment_field: _float(index, changer, form.increment)}
     return form.empty()
+
+
+PHASE_TAP_CLASSES = {"linear": CIM.PhaseTapChangerLinear, "symmetrical": CIM.PhaseTapChangerSymmetrical,
+                     "asymmetrical": CIM.PhaseTapChangerAsymmetrical, "tabular": CIM.PhaseTapChangerTabular}
+RATIO_TABLE = CIM["RatioTapChanger.RatioTapChangerTable"]
+PHASE_TABLE = CIM["PhaseTapChangerTabular.PhaseTapChangerTable"]
+
+
+def _read_table(index: GraphIndex, changer: str, table, link, parts: dict, prefix: str, angle: bool) -> list[dict]:
+    """The points of a tap changer table, by step; the changer must stand at one of them."""
+    parts[f"{prefix}TapChangerTable"] = str(table)
+    points = []
+    for point in index.referrers(link, table):
+        step = int(index.value(point, CIM["TapChangerTablePoint.step"]))
+        parts[f"{prefix}Point{step}"] = str(point)
+        row = {"step": step, "ratio": _float(index, point, CIM["TapChangerTablePoint.ratio"]),
+               "r_percent": _float(index, point, CIM["TapChangerTablePoint.r"], 0.0),
+               "x_percent": _float(index, point, CIM["TapChangerTablePoint.x"], 0.0)}
+        if angle:
+            row["angle_degree"] = _float(index, point, CIM["PhaseTapChangerTablePoint.angle"], 0.0)
+        points.append(row)
+    position = index.value(changer, CIM["TapChanger.step"], index.value(changer, CIM["TapChanger.neutralStep"]))
+    if position not in {p["step"] for p in points}:
+        raise CodecError(changer, f"tap step {position} is no step of its table {table}")
+    return sorted(points, key=lambda p: p["step"])
+
+
+def _read_tap_tables(index: GraphIndex, node, row: dict) -> dict:
+    """A transformer's tap tables and the kind of its phase tap changer (fields beyond `_read_tap_changer`)."""
+    parts = row["part_iris"]
+    found = {"tap_table": [], "phase_tap_kind": "linear", "phase_step_percent": None, "phase_winding_angle_degree": None,
+             "phase_tap_table": []}
+    ratio = parts.get(RATIO_TAP.part)
+    if ratio and index.value(ratio, RATIO_TABLE) is not None:
+        found["tap_table"] = _read_table(index, ratio, index.value(ratio, RATIO_TABLE), RATIO_POINT_TABLE, parts, "Ratio", angle=False)
+    phase = parts.get(PHASE_TAP.part)
+    if not phase:
+        return found
+    types = index.types(phase)
+    found["phase_tap_kind"] = next((k for k, cls in PHASE_TAP_CLASSES.items() if cls in types), "linear")
+    if found["phase_tap_kind"] in ("symmetrical", "asymmetrical"):
+        found["phase_step_percent"] = _float(index, phase, CIM["PhaseTapChangerNonLinear.voltageStepIncrement"])
+        found["phase_winding_angle_degree"] = _float(index, phase, CIM["PhaseTapChangerAsymmetrical.windingConnectionAngle"])
+    elif found["phase_tap_kind"] == "tabular":
+        found["phase_tap_table"] = _read_table(index, phase, index.value(phase, PHASE_TABLE), PHASE_POINT_TABLE, parts, "Phase", angle=True)
+        if found["tap_table"]:
+            raise CodecError(str(node), "a transformer with a tabular ratio and a tabular phase tap changer is not supported: "
+                                        "pandapower reads one characteristic table (trafo_characteristic_table) per transformer")
+    return found
+
+
+def _write_tap_tables(w: TripleWriter, row: dict) -> None:
+    for prefix, points, changer_link, link, table_class, point_class in (
+            ("Ratio", row.get("tap_table"), RATIO_TABLE, RATIO_POINT_TABLE, CIM.RatioTapChangerTable, CIM.RatioTapChangerTablePoint),
+            ("Phase", row.get("phase_tap_table"), PHASE_TABLE, PHASE_POINT_TABLE, CIM.PhaseTapChangerTable, CIM.PhaseTapChangerTablePoint)):
+        if not points:
+            continue
+        part = RATIO_TAP.part if prefix == "Ratio" else PHASE_TAP.part
+        table = w.node(part_iri(row, f"{prefix}TapChangerTable"), table_class)
+        w.graph.add((URIRef(part_iri(row, part)), changer_link, table))
+        for point in points:
+            subject = w.node(part_iri(row, f"{prefix}Point{point['step']}"), point_class)
+            w.graph.add((subject, link, table))
+            w.add(subject, CIM["TapChangerTablePoint.step"], point["step"])
+            w.add(subject, CIM["TapChangerTablePoint.ratio"], float(point["ratio"]))
+            w.add(subject, CIM["TapChangerTablePoint.r"], float(point["r_percent"]))
+            w.add(subject, CIM["TapChangerTablePoint.x"], float(point["x_percent"]))
+            if "angle_degree" in point:
+                w.add(subject, CIM["PhaseTapChangerTablePoint.angle"], float(point["angle_degree"]))
 
 
 def read_switches(index: GraphIndex) -> Iterator[dict]:
@@ -563,16 +645,22 @@ def write_transformers(w: TripleWriter, rows, iri_of) -> None:
         if row["tap_side"]:
             _write_tap_changer(w, row)
         if row.get("phase_tap_side"):
-            _write_tap_changer(w, row, form=PHASE_TAP)
+            kind = row.get("phase_tap_kind") or "linear"
+            changer = _write_tap_changer(w, row, form=PHASE_TAP, rdf_class=PHASE_TAP_CLASSES[kind])
+            w.add(changer, CIM["PhaseTapChangerNonLinear.voltageStepIncrement"], row.get("phase_step_percent"))
+            w.add(changer, CIM["PhaseTapChangerAsymmetrical.windingConnectionAngle"], row.get("phase_winding_angle_degree"))
+        _write_tap_tables(w, row)
 
 
-def _write_tap_changer(w: TripleWriter, row: dict, end: str | None = None, form: TapChangerForm = RATIO_TAP) -> None:
-    changer = w.node(part_iri(row, form.part), form.rdf_class)
+def _write_tap_changer(w: TripleWriter, row: dict, end: str | None = None, form: TapChangerForm = RATIO_TAP,
+                       rdf_class=None) -> URIRef:
+    changer = w.node(part_iri(row, form.part), rdf_class or form.rdf_class)
     w.ref(changer, form.end_link, end or part_iri(row, "End1" if row[f"{form.prefix}_side"] == "hv" else "End2"))
     for key, name in STEP_FIELDS.items():
         w.add(changer, CIM[f"TapChanger.{name}"], row[f"{form.prefix}_{key}"])
     w.add(changer, CIM["TapChanger.step"], row[f"{form.prefix}_pos"])
     w.add(changer, form.increment, row[form.increment_field])
+    return changer
 
 
 def write_switches(w: TripleWriter, rows, iri_of) -> None:
@@ -802,6 +890,10 @@ def _three_winding_row(index: GraphIndex, node, ends: dict) -> dict:
         else:
             row[f"phase_angle_clock{number}"] = int(index.value(end, CIM["PowerTransformerEnd.phaseAngleClock"], 0))
     row.update(_read_tap_changer(index, ends, row["part_iris"], sides={1: "hv", 2: "mv", 3: "lv"}))
+    changer = row["part_iris"].get(RATIO_TAP.part)
+    if changer and index.value(changer, RATIO_TABLE) is not None:
+        raise CodecError(changer, "a tabular ratio tap changer (cim:RatioTapChangerTable) on a three-winding transformer is not "
+                                  "supported: the form holds tap tables on two-winding transformers")
     return row
 
 
@@ -899,6 +991,41 @@ def write_equivalent_shunts(w: TripleWriter, rows, iri_of) -> None:
         w.add(node, CIM["EquivalentShunt.b"], row["b_s"])
 
 
+SVC_MODES = {"voltage": CIM["SVCControlMode.voltage"], "reactive_power": CIM["SVCControlMode.reactivePower"]}
+
+
+def read_static_var_compensators(index: GraphIndex) -> Iterator[dict]:
+    modes = {str(term): mode for mode, term in SVC_MODES.items()}
+    for node in index.instances(CIM.StaticVarCompensator):
+        parts, bus = _one_terminal(index, node)
+        mode = modes[str(index.value(node, CIM["StaticVarCompensator.sVCControlMode"], SVC_MODES["voltage"]))]
+        enabled = bool(index.value(node, CIM["RegulatingCondEq.controlEnabled"], True))
+        target_kv = _float(index, node, CIM["StaticVarCompensator.voltageSetPoint"])
+        if mode == "voltage" and enabled and target_kv is None:
+            raise CodecError(str(node), "a voltage-controlling static VAR compensator needs cim:StaticVarCompensator.voltageSetPoint in kV")
+        yield {
+            **_common(index, node, parts),
+            "bus": bus,
+            "capacitive_rating_ohm": _float(index, node, CIM["StaticVarCompensator.capacitiveRating"]),
+            "inductive_rating_ohm": _float(index, node, CIM["StaticVarCompensator.inductiveRating"]),
+            "control_mode": mode,
+            "control_enabled": enabled,
+            "vm_target_kv": target_kv,
+            "q_mvar": _float(index, node, CIM["StaticVarCompensator.q"], 0.0),
+        }
+
+
+def write_static_var_compensators(w: TripleWriter, rows, iri_of) -> None:
+    for row in rows:
+        node = w.equipment(row, CIM.StaticVarCompensator, _iris(row, iri_of, "bus"))
+        w.add(node, CIM["StaticVarCompensator.capacitiveRating"], row["capacitive_rating_ohm"])
+        w.add(node, CIM["StaticVarCompensator.inductiveRating"], row["inductive_rating_ohm"])
+        w.graph.add((node, CIM["StaticVarCompensator.sVCControlMode"], SVC_MODES[row["control_mode"]]))
+        w.add(node, CIM["RegulatingCondEq.controlEnabled"], row["control_enabled"])
+        w.add(node, CIM["StaticVarCompensator.voltageSetPoint"], row["vm_target_kv"])
+        w.add(node, CIM["StaticVarCompensator.q"], row["q_mvar"])
+
+
 ELEMENT_READERS = {
     "ThreeWindingTransformer": read_three_winding_transformers,
     "ShuntCompensator": read_shunt_compensators,
@@ -907,6 +1034,7 @@ ELEMENT_READERS = {
     "EquivalentBranch": read_equivalent_branches,
     "EquivalentInjection": read_equivalent_injections,
     "EquivalentShunt": read_equivalent_shunts,
+    "StaticVarCompensator": read_static_var_compensators,
 }
 
 
@@ -927,6 +1055,7 @@ WRITERS = [
     ("EquivalentBranch", write_equivalent_branches),
     ("EquivalentInjection", write_equivalent_injections),
     ("EquivalentShunt", write_equivalent_shunts),
+    ("StaticVarCompensator", write_static_var_compensators),
 ]
 
 

@@ -65,7 +65,8 @@ def bus_of_measured(grid: models.Grid) -> dict[str, int]:
     """Measured IRI (a bus, or an asset connected to one bus) → the bus id, for the meters of a grid."""
     found = dict(models.Bus.objects.filter(grid=grid).values_list("iri", "id"))
     for model in (models.Load, models.StaticGenerator, models.Storage, models.EVCharger, models.ExternalGrid, models.ShuntCompensator,
-                  models.SynchronousMachine, models.AsynchronousMachine, models.EquivalentInjection, models.EquivalentShunt):
+                  models.SynchronousMachine, models.AsynchronousMachine, models.EquivalentInjection, models.EquivalentShunt,
+                  models.StaticVarCompensator):
         found.update(model.objects.filter(grid=grid).values_list("iri", "bus_id"))
     return found
 

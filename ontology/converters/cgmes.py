@@ -26,7 +26,8 @@ any parser runs), merged by mRID, and mapped onto the CIM100 subset gridtwin spe
   sections, are the solved ones (SvTapStep, SvShuntCompensatorSections) where the set has an SV profile —
   the twin has no tap or shunt controllers, so these reproduce the SV solution — else SSH, else normal
   (`StateChoice`); a step or section count outside its range is refused naming the changer. Phase-shifting
-  tap changers become the form's linear one, exact at the step they stand at (`write_phase_tap_changer`);
+  tap changers of two-winding transformers keep their class (linear, symmetrical, asymmetrical, tabular with its
+  table); on three windings they are left out at their neutral step and refused off it (`write_phase_tap_changer`);
 * the slack: the in-service ExternalNetworkInjections / SynchronousMachines with the best (lowest positive)
   referencePriority; else every ExternalNetworkInjection whose control is not switched off; else regulating
   EquivalentInjections; else the largest voltage-controlling machine. It is written as
@@ -45,7 +46,9 @@ any parser runs), merged by mRID, and mapped onto the CIM100 subset gridtwin spe
   normallyInService says so (CGMES 3.0), or when any of its terminals is disconnected;
 * SvVoltage (kV, degrees) on TopologicalNodes is kept.
 
-Equipment that carries power but has no place in gridtwin (static VAR compensators, HVDC, …) raises
+Tabular tap changers keep their tables (RatioTapChangerTable, PhaseTapChangerTable; `write_tap_table`), static VAR
+compensators their ratings and setpoint (`write_static_var_compensators`).
+Equipment that carries power but has no place in gridtwin (HVDC, …) raises
 `ConversionError` naming the object; diagram layout, geography, containers and other power-free classes are
 ignored.
 """
@@ -102,7 +105,6 @@ SWITCH_KINDS = {
 }
 CONSUMER_CLASSES = ("EnergyConsumer", "ConformLoad", "NonConformLoad", "StationSupply")
 UNSUPPORTED_CLASSES = (
-    "StaticVarCompensator",
     "EnergySource",
     "ACDCConverter",
     "CsConverter",
@@ -719,8 +721,6 @@ def write_tap_changer(w: FormWriter, model: CimModel, transformer: str, ends: li
     if len(changers) > 1:
         raise ConversionError(f"PowerTransformer {transformer} has tap changers on two ends; gridtwin keeps one", node=transformer)
     end, rtc = changers[0]
-    if model.value(rtc, "RatioTapChanger.RatioTapChangerTable") is not None:
-        raise ConversionError(f"tabular ratio tap changer {rtc} (RatioTapChanger.RatioTapChangerTable) is not supported", node=rtc)
     steps = {name: model.integer(rtc, f"TapChanger.{name}") for name in ("lowStep", "highStep", "neutralStep")}
     for name, value in steps.items():
         if value is None:
@@ -735,6 +735,7 @@ def write_tap_changer(w: FormWriter, model: CimModel, transformer: str, ends: li
     w.add(node, CIM["TapChanger.normalStep"], normal)
     w.add(node, CIM["TapChanger.step"], float(normal if step is None else step))
     w.add(node, CIM["RatioTapChanger.stepVoltageIncrement"], model.number(rtc, "RatioTapChanger.stepVoltageIncrement") or 0.0)
+    write_tap_table(w, model, rtc, node, float(normal if step is None else step), phase=False)
 
 
 def phase_shift(model: CimModel, changer: str, step: float) -> tuple[float, float]:
@@ -755,14 +756,21 @@ def phase_shift(model: CimModel, changer: str, step: float) -> tuple[float, floa
 
 
 def write_phase_tap_changer(w: FormWriter, model: CimModel, transformer: str, end: str, changer: str, state: StateChoice) -> None:
-    """A phase-shifting tap changer as the form's cim:PhaseTapChangerLinear (two-winding transformers).
+    """A phase-shifting tap changer as the form holds it (two-winding transformers).
 
-    A linear changer keeps its stepPhaseShiftIncrement; a symmetrical or asymmetrical one gets the increment that gives
+    Tabular, symmetrical and asymmetrical changers of two-winding transformers keep their class
+    (`write_tabular_phase_tap_changer`, `write_nonlinear_phase_tap_changer`). Otherwise:
+    a linear changer keeps its stepPhaseShiftIncrement; a symmetrical or asymmetrical one gets the increment that gives
     its exact shift at the step it stands at, and the voltage-magnitude change of an asymmetrical one, |1 + n·du·e^jθ|,
     is folded into the ratedU of its end (both exact at that step only: a later step change in the twin moves the
     angle linearly and keeps the ratio). At its neutral step it shifts nothing and is left out; off neutral on a three-winding
     transformer it is refused by name (the form holds phase shifters on two windings).
     """
+    if "PhaseTapChangerTabular" in model.types(changer):
+        return write_tabular_phase_tap_changer(w, model, transformer, end, changer, state)
+    if NONLINEAR_PHASE_TAP_CLASSES & set(model.types(changer)) and len(model.referrers("PowerTransformerEnd.PowerTransformer",
+                                                                                          transformer)) == 2:
+        return write_nonlinear_phase_tap_changer(w, model, end, changer, state)
     step = tap_position(model, changer, state)
     normal = model.integer(changer, "TapChanger.normalStep")
     step = float(step if step is not None else normal if normal is not None else model.integer(changer, "TapChanger.neutralStep") or 0)
@@ -1177,6 +1185,116 @@ def write_power_electronics(w: FormWriter, topology: Topology, key: str) -> None
 # --- entry point ----------------------------------------------------------------------------------
 
 
+# --- tap changer tables and static VAR compensators (issue 11) ------------------------------------------------------
+
+
+TABLE_LINKS = {False: ("RatioTapChanger.RatioTapChangerTable", "RatioTapChangerTablePoint.RatioTapChangerTable", "Ratio"),
+               True: ("PhaseTapChangerTabular.PhaseTapChangerTable", "PhaseTapChangerTablePoint.PhaseTapChangerTable", "Phase")}
+
+
+def write_tap_table(w: FormWriter, model: CimModel, changer: str, node: URIRef, step: float | None, *, phase: bool) -> None:
+    """A changer's RatioTapChangerTable / PhaseTapChangerTable with its points (step, ratio, r, x; angle for phase tables).
+
+    The form holds no g, b deviations: a point with one other than 0 is refused by name, as is a changer standing at a
+    step its table does not list.
+    """
+    changer_link, point_link, prefix = TABLE_LINKS[phase]
+    table = model.value(changer, changer_link)
+    if table is None:
+        return
+    points = model.referrers(point_link, table)
+    if not points:
+        raise ConversionError(f"{describe(model, changer)} names the table {table}, which has no points", node=changer)
+    table_node = w.node(w.iri(table), CIM[f"{prefix}TapChangerTable"])
+    w.graph.add((node, CIM[changer_link], table_node))
+    steps = set()
+    for point in points:
+        for quantity in ("g", "b"):
+            if model.number(point, f"TapChangerTablePoint.{quantity}") or 0.0:
+                raise ConversionError(f"{prefix}TapChangerTablePoint {point} changes {quantity}: tap-dependent magnetising admittance "
+                                      "is not supported (pandapower's trafo_characteristic_table has no column for it)", node=point)
+        subject = w.node(w.iri(point), CIM[f"{prefix}TapChangerTablePoint"])
+        w.graph.add((subject, CIM[point_link], table_node))
+        steps.add(model.integer(point, "TapChangerTablePoint.step"))
+        w.add(subject, CIM["TapChangerTablePoint.step"], model.integer(point, "TapChangerTablePoint.step"))
+        w.add(subject, CIM["TapChangerTablePoint.ratio"], model.number(point, "TapChangerTablePoint.ratio") or 1.0)
+        w.add(subject, CIM["TapChangerTablePoint.r"], model.number(point, "TapChangerTablePoint.r") or 0.0)
+        w.add(subject, CIM["TapChangerTablePoint.x"], model.number(point, "TapChangerTablePoint.x") or 0.0)
+        if phase:
+            w.add(subject, CIM["PhaseTapChangerTablePoint.angle"], model.number(point, "PhaseTapChangerTablePoint.angle") or 0.0)
+    if step is not None and step not in steps:
+        raise ConversionError(f"{describe(model, changer)} stands at step {step:g}, which its table {table} does not list", node=changer)
+
+
+NONLINEAR_PHASE_TAP_CLASSES = {"PhaseTapChangerSymmetrical", "PhaseTapChangerAsymmetrical"}
+
+
+def _phase_tap_steps(w: FormWriter, model: CimModel, end: str, changer: str, state: StateChoice, cim_class) -> tuple[URIRef, float]:
+    """The form's node of a phase tap changer with its end, step range, normal step and the step it stands at."""
+    neutral = model.integer(changer, "TapChanger.neutralStep")
+    normal = model.integer(changer, "TapChanger.normalStep")
+    step = tap_position(model, changer, state)
+    step = float(step if step is not None else normal if normal is not None else neutral or 0)
+    node = w.node(w.iri(changer), cim_class)
+    w.graph.add((node, CIM["PhaseTapChanger.TransformerEnd"], w.iri(end)))
+    for name in ("lowStep", "highStep", "neutralStep"):
+        w.add(node, CIM[f"TapChanger.{name}"], model.integer(changer, f"TapChanger.{name}"))
+    w.add(node, CIM["TapChanger.normalStep"], normal if normal is not None else neutral)
+    w.add(node, CIM["TapChanger.step"], step)
+    return node, step
+
+
+def write_nonlinear_phase_tap_changer(w: FormWriter, model: CimModel, end: str, changer: str, state: StateChoice) -> None:
+    """A PhaseTapChangerSymmetrical / Asymmetrical of a two-winding transformer in its own class: exact at every step (the
+    twin's load flow computes IEC 61970-301's shift and ratio from voltageStepIncrement and windingConnectionAngle)."""
+    asymmetrical = "PhaseTapChangerAsymmetrical" in model.types(changer)
+    node, _ = _phase_tap_steps(w, model, end, changer, state,
+                               CIM.PhaseTapChangerAsymmetrical if asymmetrical else CIM.PhaseTapChangerSymmetrical)
+    w.add(node, CIM["PhaseTapChangerNonLinear.voltageStepIncrement"],
+          model.number(changer, "PhaseTapChangerNonLinear.voltageStepIncrement") or 0.0)
+    if asymmetrical:
+        w.add(node, CIM["PhaseTapChangerAsymmetrical.windingConnectionAngle"],
+              model.number(changer, "PhaseTapChangerAsymmetrical.windingConnectionAngle") or 90.0)
+
+
+def write_tabular_phase_tap_changer(w: FormWriter, model: CimModel, transformer: str, end: str, changer: str, state: StateChoice) -> None:
+    """A PhaseTapChangerTabular as the form's (two-winding transformers): exact at every step of its table."""
+    if len(model.referrers("PowerTransformerEnd.PowerTransformer", transformer)) != 2:
+        raise ConversionError(f"{describe(model, changer)} of three-winding PowerTransformer {transformer}: tabular phase shifters are "
+                              "held on two-winding transformers only", node=changer)
+    if any(model.value(rtc, "RatioTapChanger.RatioTapChangerTable") for e in transformer_ends(model, transformer)
+           for rtc in model.referrers("RatioTapChanger.TransformerEnd", e)):
+        raise ConversionError(f"PowerTransformer {transformer} has a tabular ratio and a tabular phase tap changer: pandapower reads "
+                              "one characteristic table per transformer", node=transformer)
+    node, step = _phase_tap_steps(w, model, end, changer, state, CIM.PhaseTapChangerTabular)
+    write_tap_table(w, model, changer, node, step, phase=True)
+
+
+def write_static_var_compensators(w: FormWriter, topology: Topology) -> None:
+    """StaticVarCompensators: ratings (ohm), control mode, setpoint (voltageSetPoint, else its RegulatingControl's target at
+    its own node), q (SSH, load sign). A voltage droop (slope ≠ 0) is refused: the twin's load flow holds the setpoint."""
+    model = topology.model
+    for key in model.instances("StaticVarCompensator"):
+        if model.number(key, "StaticVarCompensator.slope"):
+            raise ConversionError(f"{describe(model, key)} has a voltage droop (slope {model.number(key, 'StaticVarCompensator.slope')} "
+                                  "kV/Mvar): not supported, the load flow holds its setpoint exactly", node=key)
+        terminals = exact_terminals(topology, key, 1)
+        node = write_equipment(w, topology, key, CIM.StaticVarCompensator, terminals)
+        mode = str(model.value(key, "StaticVarCompensator.sVCControlMode") or "voltage")
+        voltage = not mode.endswith("reactivePower")
+        target_kv = model.number(key, "StaticVarCompensator.voltageSetPoint")
+        if target_kv is None:
+            target_kv = local_voltage_target(model, topology, key, terminals[0])[1]
+        enabled = model.flag(key, "RegulatingCondEq.controlEnabled") is not False and (target_kv is not None or not voltage)
+        w.add(node, CIM["StaticVarCompensator.capacitiveRating"], model.number(key, "StaticVarCompensator.capacitiveRating"))
+        w.add(node, CIM["StaticVarCompensator.inductiveRating"], model.number(key, "StaticVarCompensator.inductiveRating"))
+        w.graph.add((node, CIM["StaticVarCompensator.sVCControlMode"],
+                     CIM["SVCControlMode.voltage" if voltage else "SVCControlMode.reactivePower"]))
+        w.add(node, CIM["RegulatingCondEq.controlEnabled"], enabled)
+        w.add(node, CIM["StaticVarCompensator.voltageSetPoint"], target_kv)
+        w.add(node, CIM["StaticVarCompensator.q"], model.number(key, "StaticVarCompensator.q") or 0.0)
+
+
 def refuse_unsupported(model: CimModel) -> None:
     """Power-carrying equipment gridtwin cannot hold is an error, never silently dropped."""
     for cim_class in UNSUPPORTED_CLASSES:
@@ -1217,6 +1335,7 @@ def cgmes_to_graph(
     write_shunts(w, topology, state)
     write_asynchronous_machines(w, topology)
     write_injections(w, topology)
+    write_static_var_compensators(w, topology)
     return w.graph
 
 

@@ -12,7 +12,8 @@ SubGeographicalRegion. Each profile is one RDF/XML file with its ``md:FullModel`
 
 Mapping (the twin form is CIM100 already; what changes is noted): lines, two- and three-winding transformers (ends with
 ``TransformerEnd.BaseVoltage`` and ``connectionKind``; the twin's ``PowerTransformerEnd.b`` ≥ 0 inductive is flipped
-into CIM's y = g + jb), RatioTapChangers and PhaseTapChangerLinears (step in SSH), loads (EnergyConsumer, constant
+into CIM's y = g + jb), RatioTapChangers (with their RatioTapChangerTable) and PhaseTapChangerLinear / Symmetrical /
+Asymmetrical / Tabular (with their PhaseTapChangerTable; steps in SSH), static VAR compensators, loads (EnergyConsumer, constant
 power), external grids (ExternalNetworkInjection with its referencePriority and a voltage RegulatingControl),
 synchronous machines (with a GeneratingUnit; PV through their RegulatingControl), linear and non-linear shunt
 compensators, EquivalentBranch / EquivalentShunt / EquivalentInjection, SeriesCompensators, switches. Static
@@ -78,6 +79,7 @@ PLAIN_EQUIPMENT = {
     ),
 }
 UNIT_CLASSES = ("PhotoVoltaicUnit", "PowerElectronicsWindUnit", "BatteryUnit")
+PHASE_TAP_CLASSES = ("PhaseTapChangerLinear", "PhaseTapChangerSymmetrical", "PhaseTapChangerAsymmetrical", "PhaseTapChangerTabular")
 
 
 def cim(name: str) -> str:
@@ -327,17 +329,42 @@ class Exporter:
         self.p.put("SSH", cim_class, mrid(changer), defines=False, TapChanger__step=float(step), TapChanger__controlEnabled=False)
 
     def write_phase_tap_changer(self, changer: str, end: str) -> None:
-        obj = self.identified(
-            "EQ",
-            "PhaseTapChangerLinear",
-            changer,
-            PhaseTapChanger__TransformerEnd=("ref", mrid(end)),
-            PhaseTapChangerLinear__stepPhaseShiftIncrement=self.g.value(changer, "PhaseTapChangerLinear.stepPhaseShiftIncrement"),
-            PhaseTapChangerLinear__xMin=self.g.value(end, "PowerTransformerEnd.x", 0.0),
-            PhaseTapChangerLinear__xMax=self.g.value(end, "PowerTransformerEnd.x", 0.0),
-        )
+        """The phase tap changer in its own class: linear (increment per step), symmetrical / asymmetrical (voltage step, and
+        winding angle), tabular (its PhaseTapChangerTable); x at every step is the end's (xMin = xMax)."""
+        cim_class = next((c for c in PHASE_TAP_CLASSES if changer in self.g.instances(c)), "PhaseTapChangerLinear")
+        v = self.g.value
+        values = {"PhaseTapChanger__TransformerEnd": ("ref", mrid(end))}
+        if cim_class == "PhaseTapChangerLinear":
+            values["PhaseTapChangerLinear__stepPhaseShiftIncrement"] = v(changer, "PhaseTapChangerLinear.stepPhaseShiftIncrement")
+        if cim_class in ("PhaseTapChangerSymmetrical", "PhaseTapChangerAsymmetrical"):
+            values["PhaseTapChangerNonLinear__voltageStepIncrement"] = v(changer, "PhaseTapChangerNonLinear.voltageStepIncrement")
+            values["PhaseTapChangerAsymmetrical__windingConnectionAngle"] = v(changer, "PhaseTapChangerAsymmetrical.windingConnectionAngle")
+        if cim_class != "PhaseTapChangerTabular":
+            prefix = "PhaseTapChangerLinear" if cim_class == "PhaseTapChangerLinear" else "PhaseTapChangerNonLinear"
+            values[f"{prefix}__xMin"] = values[f"{prefix}__xMax"] = v(end, "PowerTransformerEnd.x", 0.0)
+        obj = self.identified("EQ", cim_class, changer, **values)
         obj.values.extend(self.tap_steps(changer, end).items())
-        self.tap_state("PhaseTapChangerLinear", changer)
+        self.write_tap_table(obj, changer, phase=True)
+        self.tap_state(cim_class, changer)
+
+    def write_tap_table(self, obj: CimObject, changer: str, *, phase: bool) -> None:
+        """A changer's RatioTapChangerTable / PhaseTapChangerTable and its points (EQ)."""
+        prefix = "Phase" if phase else "Ratio"
+        link = "PhaseTapChangerTabular.PhaseTapChangerTable" if phase else "RatioTapChanger.RatioTapChangerTable"
+        table = self.g.ref(changer, link)
+        if table is None:
+            return
+        obj.values.append((link, ("ref", mrid(table))))
+        self.identified("EQ", f"{prefix}TapChangerTable", table)
+        for point in self.g.inverse(f"{prefix}TapChangerTablePoint.{prefix}TapChangerTable", table):
+            values = {f"{prefix}TapChangerTablePoint.{prefix}TapChangerTable": ("ref", mrid(table))}
+            values.update((f"TapChangerTablePoint.{q}", self.g.value(point, f"TapChangerTablePoint.{q}", 0.0)) for q in ("r", "x"))
+            values.update({"TapChangerTablePoint.step": self.g.value(point, "TapChangerTablePoint.step"),
+                           "TapChangerTablePoint.ratio": self.g.value(point, "TapChangerTablePoint.ratio"),
+                           "TapChangerTablePoint.g": 0.0, "TapChangerTablePoint.b": 0.0})
+            if phase:
+                values["PhaseTapChangerTablePoint.angle"] = self.g.value(point, "PhaseTapChangerTablePoint.angle", 0.0)
+            self.p.put("EQ", f"{prefix}TapChangerTablePoint", mrid(point)).values.extend(values.items())
 
     def write_ratio_tap_changer(self, changer: str, end: str) -> None:
         obj = self.identified(
@@ -349,6 +376,7 @@ class Exporter:
             RatioTapChanger__tculControlMode=("enum", "TransformerControlMode.volt"),
         )
         obj.values.extend(self.tap_steps(changer, end).items())
+        self.write_tap_table(obj, changer, phase=False)
         self.tap_state("RatioTapChanger", changer)
 
     def write_switches(self) -> None:
@@ -406,6 +434,22 @@ class Exporter:
                 NonlinearShuntCompensatorPoint__b=self.g.value(point, "NonlinearShuntCompensatorPoint.b", 0.0),
                 NonlinearShuntCompensatorPoint__g=self.g.value(point, "NonlinearShuntCompensatorPoint.g", 0.0),
             )
+
+    def write_static_var_compensators(self) -> None:
+        """Ratings and a slope of 0 (EQ); control mode and voltage setpoint (EQ in 2.4.15, SSH in 3.0), q and the control switch (SSH)."""
+        for svc in self.g.instances("StaticVarCompensator"):
+            v = self.g.value
+            obj = self.equipment("StaticVarCompensator", svc,
+                                 StaticVarCompensator__capacitiveRating=v(svc, "StaticVarCompensator.capacitiveRating"),
+                                 StaticVarCompensator__inductiveRating=v(svc, "StaticVarCompensator.inductiveRating"),
+                                 StaticVarCompensator__slope=0.0)
+            mode = str(v(svc, "StaticVarCompensator.sVCControlMode", "SVCControlMode.voltage")).rsplit("#", 1)[-1]
+            setting = {"StaticVarCompensator.sVCControlMode": ("enum", mode),
+                       "StaticVarCompensator.voltageSetPoint": v(svc, "StaticVarCompensator.voltageSetPoint")}
+            state = self.p.put("SSH", "StaticVarCompensator", mrid(svc), defines=False,
+                               StaticVarCompensator__q=v(svc, "StaticVarCompensator.q", 0.0),
+                               RegulatingCondEq__controlEnabled=v(svc, "RegulatingCondEq.controlEnabled", True) is not False)
+            (state if self.version == "3.0" else obj).values.extend((k, x) for k, x in setting.items() if x is not None)
 
     def write_plain_equipment(self) -> None:
         """Equivalents and series compensators: the twin's attributes as they are (EQ), their set points (SSH)."""
@@ -674,6 +718,7 @@ def graph_to_cgmes(
         exporter.write_external_grids,
         exporter.write_synchronous_machines,
         exporter.write_static_generators,
+        exporter.write_static_var_compensators,
     ):
         step()
     profiles = ["EQ", "TP", "SSH"]

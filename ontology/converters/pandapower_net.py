@@ -19,6 +19,12 @@ pandapower's to rounding):
   a ``cim:PhaseTapChangerLinear`` at step 1 of that size on end 1, as is an "Ideal" pandapower tap changer (pure phase
   shift, no ratio); a tap becomes a ``cim:RatioTapChanger`` also when
   ``tap_changer_type`` is unset (SimBench nets since pandapower 3.0, whose taps pandapower ignores);
+  a "Ratio" or "Symmetrical" tap with ``tap_step_degree`` ≠ 0 (pandapower's formula for both is u·(1 + n·du·e^jθ)) is a
+  ``cim:PhaseTapChangerAsymmetrical`` (voltageStepIncrement = tap_step_percent, windingConnectionAngle = tap_step_degree);
+  an "Ideal" tap by ``tap_step_percent`` (2·asin(n·du/2), which no CIM class computes) a ``cim:PhaseTapChangerTabular``
+  of its angle at every step; a tap with ``tap_dependency_table`` a ``cim:RatioTapChangerTable`` (all angles 0) or a
+  ``cim:PhaseTapChangerTabular`` of its ``trafo_characteristic_table`` rows (``tap_tables`` below);
+* svc: a ``cim:StaticVarCompensator`` (``write_svcs``);
 * switches at a line or transformer end (``et`` 'l'/'t'): CIM has no switch on a branch end, so the
   end moves to an auxiliary ``cim:TopologicalNode`` (``{grid}/bus/switch-{index}``, the bus's base
   voltage and coordinates) and the switch joins bus and auxiliary node;
@@ -70,12 +76,13 @@ C, G = Terms(CIM), Terms(GT)
 TYPE, GEO_LONG, GEO_LAT = RDF.type, GEO.long, GEO.lat
 
 SUPPORTED_TABLES = {"bus", "line", "trafo", "switch", "load", "sgen", "storage", "ext_grid", "shunt", "gen", "motor", "trafo3w",
-                    "impedance", "ward", "xward"}
+                    "impedance", "ward", "xward", "svc"}
 NON_ELECTRICAL_TABLES = {"measurement", "controller", "substation", "loadcases", "poly_cost", "pwl_cost", "group",
                          "bus_geodata", "line_geodata", "trafo_characteristic_table", "characteristic",
                          "shunt_characteristic_table"}  # (read with the shunts)
 SWITCH_KINDS = {"CB": C["Breaker"], "LBS": C["LoadBreakSwitch"], "DS": C["Disconnector"]}
 TAP_CHANGER_TYPES = {"Ratio", "", None}
+COMPLEX_TAP_TYPES = {"Ratio", "Symmetrical", "", None}  # pandapower's u·(1 + n·du·e^(j·tap_step_degree)) changers
 
 NAME = C["IdentifiedObject.name"]
 IN_SERVICE = C["Equipment.inService"]
@@ -339,20 +346,31 @@ def write_lines(net, sk: Skeleton, aux: dict) -> None:
     g_s = _column(line, "g_us_per_km", 0.0).fillna(0.0).to_numpy(float) * 1e-6 * length * parallel
     # a negative series r or x is no conductor: an equivalent of a reduced network, or (r >= 0, x < 0) a series capacitor
     equivalent = ((r_ohm < 0) | (x_ohm < 0)) & (b_s == 0) & (g_s == 0)
+    # a negative shunt c or g (GBnetwork's reduced 132 kV branches): the series part stays a line, the shunt halves become
+    # cim:EquivalentShunts at its two ends, which is the same π model
+    shunt_equivalent = (r_ohm >= 0) & (x_ohm >= 0) & np.isfinite(b_s) & np.isfinite(g_s) & ((b_s < 0) | (g_s < 0))
     for label, values in (("r_ohm_per_km", r_ohm), ("x_ohm_per_km", x_ohm), ("c_nf_per_km", b_s), ("g_us_per_km", g_s)):
-        _first_bad(line, ~(values >= 0) & ~(equivalent & np.isfinite(values)), "line", f"{label} must be a number, 0 or more "
-                   "(a negative r or x only without shunt c and g: an equivalent branch or series compensator)", b.grid_iri)
+        allowed = (equivalent | (shunt_equivalent if label[0] in "cg" else False)) & np.isfinite(values)
+        _first_bad(line, ~(values >= 0) & ~allowed, "line", f"{label} must be a number, 0 or more (a negative r or x only "
+                   "without shunt c and g: an equivalent branch or series compensator; a negative c or g only with r, x ≥ 0)",
+                   b.grid_iri)
     max_i_ka = line.max_i_ka.to_numpy(float) * _column(line, "df", 1.0).fillna(1.0).to_numpy(float) * parallel
     max_i_ka = np.where(max_i_ka > 0, max_i_ka, np.nan)
     rows = zip(line.index.tolist(), _names(line), _end_nodes(sk, aux, "l", line, "from_bus"), _end_nodes(sk, aux, "l", line, "to_bus"),
                line.in_service.astype(bool).tolist(), sk.feeders_of(line), _floats(length), _floats(r_ohm), _floats(x_ohm),
                _floats(b_s), _floats(g_s), _floats(max_i_ka), strict=True)
-    for (index, name, from_node, to_node, in_service, feeder, length_km, r, x, bch, gch, rated), is_equivalent in zip(
-            rows, equivalent.tolist(), strict=True):
+    for (index, name, from_node, to_node, in_service, feeder, length_km, r, x, bch, gch, rated), is_equivalent, shunt_part in zip(
+            rows, equivalent.tolist(), shunt_equivalent.tolist(), strict=True):
         if is_equivalent:
             _series_equivalent(b, b.iri("line", index), name, feeder, in_service, (from_node, to_node), r, x)
             continue
         node = b.equipment(b.iri("line", index), C["ACLineSegment"], name, feeder, in_service, (from_node, to_node))
+        if shunt_part:
+            for end, end_node in (("from", from_node), ("to", to_node)):
+                shunt = b.equipment(URIRef(f"{node}/shunt-{end}"), C["EquivalentShunt"], name, feeder, in_service, (end_node,))
+                b.value(shunt, C["EquivalentShunt.g"], gch / 2)
+                b.value(shunt, C["EquivalentShunt.b"], bch / 2)
+            bch = gch = 0.0
         b.value(node, C["Conductor.length"], length_km)
         b.value(node, C["ACLineSegment.r"], r)
         b.value(node, C["ACLineSegment.x"], x)
@@ -389,9 +407,95 @@ def shift_remainder(shift_degree: np.ndarray) -> np.ndarray:
     return shift_degree - 30 * np.rint(shift_degree / 30)
 
 
-def phase_tap_changers(trafo: pd.DataFrame, remainders: np.ndarray) -> list[dict | None]:
-    """Linear phase tap changer per transformer (None where there is none): pandapower's "Ideal" tap changer, or a fixed
-    shift off the clock as one step of that size on the hv side (low 0, high 1, neutral 0, at step 1)."""
+def phase_tap_changers(trafo: pd.DataFrame, remainders: np.ndarray, tables: list[list[dict] | None] | None = None) -> list[dict | None]:
+    """Phase tap changer per transformer (None where there is none), `kind` linear, asymmetrical or tabular.
+
+    Linear: pandapower's "Ideal" tap changer by degrees, or a fixed shift off the clock as one step of that size on the hv
+    side (low 0, high 1, neutral 0, at step 1); asymmetrical and tabular: see the module docstring.
+    """
+    tables = tables if tables is not None else [None] * len(trafo)
+    found = []
+    for position, linear in enumerate(_linear_phase_tap_changers(trafo, remainders)):
+        row, table = trafo.iloc[position], tables[position]
+        steps = _tap_steps(row)
+        kind = None if pd.isna(row.get("tap_changer_type", None)) else row.get("tap_changer_type")
+        degree, percent = _number(row.get("tap_step_degree")), _number(row.get("tap_step_percent"))
+        if table is not None and (kind == "Tabular" or any(p["angle_degree"] != 0 for p in table)):
+            found.append({**steps, "kind": "tabular", "table": table})
+        elif table is None and kind == "Ideal" and percent != 0 and steps["side"] in ("hv", "lv"):
+            angles = {n: math.degrees(2 * math.asin((n - steps["neutral"]) * percent / 200))
+                      for n in range(steps["low"], steps["high"] + 1)}
+            found.append({**steps, "kind": "tabular", "table": [{"step": n, "ratio": 1.0, "r_percent": 0.0, "x_percent": 0.0,
+                                                               "angle_degree": a} for n, a in angles.items()]})
+        elif table is None and kind in COMPLEX_TAP_TYPES and degree != 0 and steps["side"] in ("hv", "lv"):
+            found.append({**steps, "kind": "asymmetrical", "step_percent": percent, "angle": degree})
+        else:
+            found.append(linear)
+    return found
+
+
+def _number(value) -> float:
+    return 0.0 if value is None or pd.isna(value) else float(value)
+
+
+def _tap_steps(row) -> dict:
+    neutral = _number(row.get("tap_neutral"))
+    pos = row.get("tap_pos")
+    pos = neutral if pos is None or pd.isna(pos) else float(pos)
+    low, high = row.get("tap_min"), row.get("tap_max")
+    return {"side": row.get("tap_side"), "neutral": int(neutral), "pos": pos,
+            "low": int(pos if low is None or pd.isna(low) else low), "high": int(pos if high is None or pd.isna(high) else high)}
+
+
+def tap_tables(net, trafo: pd.DataFrame, grid_iri: str) -> list[list[dict] | None]:
+    """Per transformer the points of its characteristic (`tap_dependency_table`), None where it has none: ratio, angle and
+    r, x as % deviations of the transformer's own (vkr and √(vk² − vkr²) of the step over the nominal ones)."""
+    flags = _column(trafo, "tap_dependency_table", False).fillna(False).astype(bool).to_numpy()
+    if not flags.any():
+        return [None] * len(trafo)
+    table = net.get("trafo_characteristic_table", pd.DataFrame())
+    ids = _column(trafo, "id_characteristic_table", None)
+    found = []
+    for position, (index, flag) in enumerate(zip(trafo.index, flags, strict=True)):
+        if not flag:
+            found.append(None)
+            continue
+        node = f"{grid_iri}/trafo/{index}"
+        if trafo.tap_side.iloc[position] not in ("hv", "lv"):
+            raise _error("trafo", index, trafo.name.iloc[position], "a characteristic (tap_dependency_table) needs tap_side 'hv' or 'lv'",
+                         node)
+        rows = table[table.id_characteristic == ids.iloc[position]] if len(table) and not pd.isna(ids.iloc[position]) else table.iloc[:0]
+        if rows.empty:
+            raise _error("trafo", index, trafo.name.iloc[position], "tap_dependency_table without rows in trafo_characteristic_table", node)
+        found.append(_table_points(trafo.iloc[position], rows, index, node))
+    return found
+
+
+def _table_points(row, rows: pd.DataFrame, index, node: str) -> list[dict]:
+    def deviation(step_value, nominal, what):
+        if nominal == 0:
+            if step_value != 0:
+                raise _error("trafo", index, row.get("name"), f"a characteristic changes {what} of a transformer whose own is 0", node)
+            return 0.0
+        return (step_value / nominal - 1) * 100
+
+    vk, vkr = float(row.vk_percent), float(row.vkr_percent)
+    x = math.copysign(math.sqrt(max(vk**2 - vkr**2, 0.0)), vk)
+    points = []
+    for point in rows.itertuples(index=False):
+        step_vk = _number(getattr(point, "vk_percent", np.nan)) or vk
+        step_vkr = vkr if pd.isna(getattr(point, "vkr_percent", np.nan)) else float(point.vkr_percent)
+        step_x = math.copysign(math.sqrt(max(step_vk**2 - step_vkr**2, 0.0)), step_vk)
+        ratio = _number(getattr(point, "voltage_ratio", np.nan)) or 1.0
+        points.append({"step": int(point.step), "ratio": ratio, "r_percent": deviation(step_vkr, vkr, "vkr_percent"),
+                       "x_percent": deviation(step_x, x, "the reactance"), "angle_degree": _number(getattr(point, "angle_deg", 0.0))})
+    position = row.get("tap_pos")
+    if pd.isna(position) or int(position) != position or int(position) not in {p["step"] for p in points}:
+        raise _error("trafo", index, row.get("name"), f"tap_pos {position} is no step of its trafo_characteristic_table", node)
+    return sorted(points, key=lambda p: p["step"])
+
+
+def _linear_phase_tap_changers(trafo: pd.DataFrame, remainders: np.ndarray) -> list[dict | None]:
     changer = [None if pd.isna(v) else v for v in _column(trafo, "tap_changer_type", None)]
     rows = zip(changer, _column(trafo, "tap_side", None), _floats(_column(trafo, "tap_neutral").fillna(0.0)),
                _floats(_column(trafo, "tap_min")), _floats(_column(trafo, "tap_max")), _floats(_column(trafo, "tap_pos")),
@@ -401,9 +505,9 @@ def phase_tap_changers(trafo: pd.DataFrame, remainders: np.ndarray) -> list[dict
         if kind == "Ideal" and side in ("hv", "lv") and step == step:
             position = pos if pos == pos else neutral
             found.append({"side": side, "low": int(low if low == low else position), "high": int(high if high == high else position),
-                          "neutral": int(neutral), "pos": position, "step_degree": step})
+                          "neutral": int(neutral), "pos": position, "step_degree": step, "kind": "linear"})
         elif abs(remainder) > 1e-9:
-            found.append({"side": "hv", "low": 0, "high": 1, "neutral": 0, "pos": 1.0, "step_degree": remainder})
+            found.append({"side": "hv", "low": 0, "high": 1, "neutral": 0, "pos": 1.0, "step_degree": remainder, "kind": "linear"})
         else:
             found.append(None)
     return found
@@ -423,20 +527,23 @@ def _check_trafo_model(trafo: pd.DataFrame, grid_iri: str) -> None:
     bad(~np.isfinite(shift), "shift_degree must be a number")
     changer = [None if pd.isna(v) else v for v in _column(trafo, "tap_changer_type", None)]
     ideal = np.array([c == "Ideal" for c in changer], dtype=bool)
-    bad([c not in TAP_CHANGER_TYPES and c != "Ideal" for c in changer],
-        "only ratio and ideal phase-shifting tap changers (tap_changer_type 'Ratio', 'Ideal' or unset) are supported")
+    bad([c not in COMPLEX_TAP_TYPES and c not in ("Ideal", "Tabular") for c in changer],
+        "tap_changer_type must be 'Ratio', 'Symmetrical', 'Ideal', 'Tabular' or unset")
     step_degree = _column(trafo, "tap_step_degree", 0.0).fillna(0.0).to_numpy(float)
-    bad(~ideal & (step_degree != 0), "phase-shifting ratio taps (tap_step_degree with tap_changer_type 'Ratio') are not supported")
-    bad(ideal & (_column(trafo, "tap_step_percent", 0.0).fillna(0.0).to_numpy(float) != 0),
-        "an ideal phase shifter that also changes the ratio (tap_step_percent) is not supported")
-    bad(ideal & (np.abs(shift_remainder(shift)) > 1e-9), "an ideal phase shifter on a shift that is no multiple of 30° is not supported")
-    bad(_column(trafo, "tap_dependency_table", False).fillna(False).astype(bool), "tap-dependent impedance tables are not supported")
-    bad(_column(trafo, "tap2_side", None).notna() & _column(trafo, "tap2_pos", np.nan).notna(), "a second tap changer is not supported")
+    step_percent = _column(trafo, "tap_step_percent", 0.0).fillna(0.0).to_numpy(float)
+    bad(ideal & (step_percent != 0) & (step_degree != 0), "an ideal phase shifter with both tap_step_percent and tap_step_degree")
+    shifting = (ideal | (step_degree != 0)) & _column(trafo, "tap_side", None).isin(["hv", "lv"]).to_numpy()
+    bad(shifting & (np.abs(shift_remainder(shift)) > 1e-9), "a phase shifter on a shift that is no multiple of 30° is not supported")
+    bad(_column(trafo, "tap2_side", None).notna() & _column(trafo, "tap2_pos", np.nan).notna(),
+        "a second tap changer (tap2_*) is not supported: the form holds one ratio and one phase tap changer, read from tap_*")
 
 
-def tap_changers(trafo: pd.DataFrame, grid_iri: str, *, table: str = "trafo", sides=("hv", "lv")) -> list[dict | None]:
-    """Ratio tap changer per transformer (None where there is none): side, integer steps, position, step %."""
-    ratio_kind = np.array([pd.isna(v) or v in TAP_CHANGER_TYPES for v in _column(trafo, "tap_changer_type", None)], dtype=bool)
+def tap_changers(trafo: pd.DataFrame, grid_iri: str, *, table: str = "trafo", sides=("hv", "lv"), phase=None) -> list[dict | None]:
+    """Ratio tap changer per transformer (None where there is none): side, integer steps, position, step %; not where
+    `phase` (phase_tap_changers) found its tap a phase shifter other than a fixed shift."""
+    ratio_kind = np.array([pd.isna(v) or v in COMPLEX_TAP_TYPES for v in _column(trafo, "tap_changer_type", None)], dtype=bool)
+    if phase is not None:
+        ratio_kind &= np.array([p is None or p["kind"] == "linear" for p in phase], dtype=bool)
     has_tap = (_column(trafo, "tap_side", None).isin(sides) & _column(trafo, "tap_step_percent").notna()).to_numpy() & ratio_kind
     neutral = _column(trafo, "tap_neutral").fillna(0.0)
     position = _column(trafo, "tap_pos").fillna(neutral)
@@ -458,8 +565,12 @@ def write_transformers(net, sk: Skeleton, aux: dict) -> None:
     trafo, b = net.trafo, sk.b
     _check_buses(trafo, "trafo", ("hv_bus", "lv_bus"), sk)
     params = transformer_parameters(trafo, b.grid_iri)
-    taps = tap_changers(trafo, b.grid_iri)
-    phase_taps = phase_tap_changers(trafo, params.shift_remainder.to_numpy())
+    tables = tap_tables(net, trafo, b.grid_iri)
+    phase_taps = phase_tap_changers(trafo, params.shift_remainder.to_numpy(), tables)
+    taps = tap_changers(trafo, b.grid_iri, phase=phase_taps)
+    for tap, table, phase_tap in zip(taps, tables, phase_taps, strict=True):
+        if tap is not None and table is not None and (phase_tap is None or phase_tap["kind"] != "tabular"):
+            tap["table"] = table
     rows = zip(trafo.index.tolist(), _names(trafo), _end_nodes(sk, aux, "t", trafo, "hv_bus"), _end_nodes(sk, aux, "t", trafo, "lv_bus"),
                trafo.in_service.astype(bool).tolist(), sk.feeders_of(trafo), _floats(trafo.vn_hv_kv), _floats(trafo.vn_lv_kv),
                params.itertuples(index=False), taps, phase_taps, strict=True)
@@ -486,11 +597,16 @@ def _transformer_end(b: RdfBuilder, transformer: URIRef, number: int, rated_u_kv
     return end
 
 
+PHASE_TAP_PARTS = {"linear": "PhaseTapChangerLinear", "asymmetrical": "PhaseTapChangerAsymmetrical", "tabular": "PhaseTapChangerTabular"}
+
+
 def _tap_changer(b: RdfBuilder, transformer: URIRef, end: URIRef, tap: dict, phase: bool = False) -> None:
-    """A cim:RatioTapChanger (step % in `step_percent`) or, with `phase`, a cim:PhaseTapChangerLinear (`step_degree`)."""
+    """A cim:RatioTapChanger (step % in `step_percent`) or, with `phase`, a phase tap changer of `tap["kind"]`; tables too."""
     part, link, increment, key = (("PhaseTapChangerLinear", "PhaseTapChanger", "PhaseTapChangerLinear.stepPhaseShiftIncrement",
                                    "step_degree") if phase else
                                   ("RatioTapChanger", "RatioTapChanger", "RatioTapChanger.stepVoltageIncrement", "step_percent"))
+    if phase:
+        part = PHASE_TAP_PARTS[tap["kind"]]
     changer = b.node(URIRef(f"{transformer}#{link}"), C[part])
     b.add((changer, C[f"{link}.TransformerEnd"], end))
     b.value(changer, C["TapChanger.lowStep"], tap["low"])
@@ -498,7 +614,29 @@ def _tap_changer(b: RdfBuilder, transformer: URIRef, end: URIRef, tap: dict, pha
     b.value(changer, C["TapChanger.neutralStep"], tap["neutral"])
     b.value(changer, C["TapChanger.normalStep"], round(tap["pos"]))
     b.value(changer, C["TapChanger.step"], tap["pos"])
-    b.value(changer, C[increment], tap[key])
+    if key in tap:
+        b.value(changer, C[increment], tap[key] if tap[key] == tap[key] else 0.0)
+    if tap.get("kind") == "asymmetrical":
+        b.value(changer, C["PhaseTapChangerNonLinear.voltageStepIncrement"], tap["step_percent"])
+        b.value(changer, C["PhaseTapChangerAsymmetrical.windingConnectionAngle"], tap["angle"])
+    if tap.get("table"):
+        _tap_table(b, transformer, changer, tap["table"], phase)
+
+
+def _tap_table(b: RdfBuilder, transformer: URIRef, changer: URIRef, points: list[dict], phase: bool) -> None:
+    """The RDF form of twin/rdf_codec.py `_write_tap_tables`: a table node and one point per step."""
+    prefix = "Phase" if phase else "Ratio"
+    table = b.node(URIRef(f"{transformer}#{prefix}TapChangerTable"), C[f"{prefix}TapChangerTable"])
+    b.add((changer, C["PhaseTapChangerTabular.PhaseTapChangerTable" if phase else "RatioTapChanger.RatioTapChangerTable"], table))
+    for point in points:
+        node = b.node(URIRef(f"{transformer}#{prefix}Point{point['step']}"), C[f"{prefix}TapChangerTablePoint"])
+        b.add((node, C[f"{prefix}TapChangerTablePoint.{prefix}TapChangerTable"], table))
+        b.value(node, C["TapChangerTablePoint.step"], int(point["step"]))
+        b.value(node, C["TapChangerTablePoint.ratio"], float(point["ratio"]))
+        b.value(node, C["TapChangerTablePoint.r"], float(point["r_percent"]))
+        b.value(node, C["TapChangerTablePoint.x"], float(point["x_percent"]))
+        if phase:
+            b.value(node, C["PhaseTapChangerTablePoint.angle"], float(point["angle_degree"]))
 
 
 # --- injections -----------------------------------------------------------------------------------------
@@ -699,6 +837,35 @@ def write_generators(net, sk: Skeleton) -> None:
         b.value(node, C["RegulatingCondEq.controlEnabled"], True)
         b.value(node, G["profile"], profile)
         _regulating_control(b, node, target)
+
+
+def write_svcs(net, sk: Skeleton) -> None:
+    """svc → cim:StaticVarCompensator holding its bus at set_vm_pu (sVCControlMode voltage, voltageSetPoint kV).
+
+    pandapower's svc is a thyristor-controlled reactor x_l_ohm beside a fixed capacitor x_cvar_ohm (< 0): fully capacitive
+    (reactor off, 180°) it is the capacitor, capacitiveRating = −x_cvar_ohm; fully inductive (90°) both in parallel,
+    inductiveRating = −1 / (1/x_l_ohm + 1/x_cvar_ohm) (CIM's sign: negative). A svc at a fixed angle (controllable False)
+    is refused: it is a fixed shunt.
+    """
+    svc, b = net.svc, sk.b
+    _check_buses(svc, "svc", ("bus",), sk)
+    x_l, x_c = svc.x_l_ohm.to_numpy(float), svc.x_cvar_ohm.to_numpy(float)
+    _first_bad(svc, ~(x_l > 0) | ~(x_c < 0), "svc", "needs x_l_ohm > 0 and x_cvar_ohm < 0 (a capacitor)", b.grid_iri)
+    _first_bad(svc, ~(1 / x_l + 1 / x_c > 0), "svc", "needs x_l_ohm < |x_cvar_ohm|: it could not absorb reactive power", b.grid_iri)
+    _first_bad(svc, ~_column(svc, "controllable", True).fillna(True).astype(bool), "svc",
+               "a svc at a fixed firing angle (controllable False) is a fixed shunt: create it as a shunt", b.grid_iri)
+    target_kv = svc.set_vm_pu.to_numpy(float) * _bus_voltages(net, svc)
+    _first_bad(svc, ~(target_kv > 0), "svc", "set_vm_pu must be greater than 0", b.grid_iri)
+    rows = zip(svc.index.tolist(), _names(svc), svc.bus.tolist(), svc.in_service.astype(bool).tolist(), sk.feeders_of(svc),
+               _floats(-x_c), _floats(-1 / (1 / x_l + 1 / x_c)), _floats(target_kv), strict=True)
+    for index, name, bus, in_service, feeder, capacitive, inductive, target in rows:
+        node = b.equipment(b.iri("svc", index), C["StaticVarCompensator"], name, feeder, in_service, (sk.bus[bus],))
+        b.value(node, C["StaticVarCompensator.capacitiveRating"], capacitive)
+        b.value(node, C["StaticVarCompensator.inductiveRating"], inductive)
+        b.add((node, C["StaticVarCompensator.sVCControlMode"], C["SVCControlMode.voltage"]))
+        b.value(node, C["RegulatingCondEq.controlEnabled"], True)
+        b.value(node, C["StaticVarCompensator.voltageSetPoint"], target)
+        b.value(node, C["StaticVarCompensator.q"], 0.0)
 
 
 def write_motors(net, sk: Skeleton) -> None:
@@ -911,6 +1078,8 @@ def net_triples(net, *, grid_iri: str, grid_name: str, owner_iri: str | None = N
         write_three_winding_transformers(net, sk)
         write_impedances(net, sk)
         write_wards(net, sk)
+        if "svc" in net and len(net.svc):
+            write_svcs(net, sk)
     return b.triples
 
 

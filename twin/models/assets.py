@@ -49,14 +49,41 @@ class Line(Asset):
     max_i_ka = FiniteFloatField(null=True, blank=True)
 
 
-class Transformer(Asset):
+class RatioTapChangerFields(models.Model):
+    """The ratio tap changer of a transformer (cim:RatioTapChanger): its side, step range and position, step in %.
+
+    Shared by two- and three-winding transformers; each names its own `tap_side` choices.
+    """
+
+    tap_side = models.CharField(max_length=2, blank=True)
+    tap_low = models.IntegerField(null=True, blank=True)
+    tap_high = models.IntegerField(null=True, blank=True)
+    tap_neutral = models.IntegerField(null=True, blank=True)
+    tap_normal = models.IntegerField(null=True, blank=True)
+    tap_pos = FiniteFloatField(null=True, blank=True)
+    tap_step_percent = FiniteFloatField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Transformer(Asset, RatioTapChangerFields):  # noqa: DJ008 (__str__ is GridPart's)
     """A two-winding transformer (cim:PowerTransformer with two ends); end 1 is the HV side.
 
     `r_ohm`…`b_s` belong to end 1 (referred to its rated voltage), `r2_ohm`…`b2_s` to end 2. The tap
-    changer, when there is one, sits on `tap_side` and `tap_pos` is its current step.
+    changer, when there is one, sits on `tap_side` and `tap_pos` is its current step; a tabular one
+    (cim:RatioTapChangerTable) lists its steps in `tap_table` (`[{"step": …, "ratio": …, "r_percent": …,
+    "x_percent": …}, …]`: voltage ratio of the tapped end, r and x deviations in % of the transformer's).
+
+    The phase-shifting tap changer (`phase_tap_kind`) is linear (cim:PhaseTapChangerLinear, `phase_step_degree`
+    per step; also how a fixed shift off the 30° clock arrives), symmetrical (cim:PhaseTapChangerSymmetrical,
+    `phase_step_percent`: 2·atan(n·du/2)), asymmetrical (cim:PhaseTapChangerAsymmetrical, `phase_step_percent`
+    at `phase_winding_angle_degree`) or tabular (cim:PhaseTapChangerTabular, `phase_tap_table` rows as `tap_table`
+    with `angle_degree`).
     """
 
     TAP_SIDES = [("hv", "HV"), ("lv", "LV")]
+    PHASE_TAP_KINDS = [("linear", "Linear"), ("symmetrical", "Symmetrical"), ("asymmetrical", "Asymmetrical"), ("tabular", "Tabular")]
 
     hv_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="transformers_hv")
     lv_bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="transformers_lv")
@@ -73,20 +100,19 @@ class Transformer(Asset):
     b2_s = FiniteFloatField(default=0.0)
     phase_angle_clock = models.IntegerField(default=0, help_text="Vector group clock number of end 2 (times 30 degrees).")
     tap_side = models.CharField(max_length=2, choices=TAP_SIDES, blank=True)
-    tap_low = models.IntegerField(null=True, blank=True)
-    tap_high = models.IntegerField(null=True, blank=True)
-    tap_neutral = models.IntegerField(null=True, blank=True)
-    tap_normal = models.IntegerField(null=True, blank=True)
-    tap_pos = FiniteFloatField(null=True, blank=True)
-    tap_step_percent = FiniteFloatField(null=True, blank=True)
-    # a linear phase-shifting tap changer (cim:PhaseTapChangerLinear), also how a fixed shift off the 30° clock arrives
+    tap_table = models.JSONField(default=list, blank=True, help_text="Tabular ratio tap changer: ratio, r_percent, x_percent per step.")
     phase_tap_side = models.CharField(max_length=2, choices=TAP_SIDES, blank=True)
+    phase_tap_kind = models.CharField(max_length=12, choices=PHASE_TAP_KINDS, default="linear")
     phase_tap_low = models.IntegerField(null=True, blank=True)
     phase_tap_high = models.IntegerField(null=True, blank=True)
     phase_tap_neutral = models.IntegerField(null=True, blank=True)
     phase_tap_normal = models.IntegerField(null=True, blank=True)
     phase_tap_pos = FiniteFloatField(null=True, blank=True)
     phase_step_degree = FiniteFloatField(null=True, blank=True, help_text="Phase shift per step, degrees (positive from the tap's side).")
+    phase_step_percent = FiniteFloatField(null=True, blank=True, help_text="Symmetrical / asymmetrical: voltage step, % per step.")
+    phase_winding_angle_degree = FiniteFloatField(null=True, blank=True, help_text="Asymmetrical: winding connection angle, degrees.")
+    phase_tap_table = models.JSONField(default=list, blank=True,
+                                       help_text="Tabular: angle_degree, ratio, r_percent, x_percent per step.")
 
 
 class Switch(Asset):
@@ -243,7 +269,7 @@ class AsynchronousMachine(Asset):
     locked_rotor_rx_ratio = FiniteFloatField(null=True, blank=True, help_text="R/X when locked (cim:rxLockedRotorRatio).")
 
 
-class ThreeWindingTransformer(Asset):
+class ThreeWindingTransformer(Asset, RatioTapChangerFields):  # noqa: DJ008 (__str__ is GridPart's)
     """A three-winding transformer (cim:PowerTransformer with ends 1 = HV, 2 = MV, 3 = LV).
 
     Series r, x of each end are its star-equivalent values referred to its own rated voltage (as CIM states them; a
@@ -272,12 +298,6 @@ class ThreeWindingTransformer(Asset):
     phase_angle_clock2 = models.IntegerField(default=0)
     phase_angle_clock3 = models.IntegerField(default=0)
     tap_side = models.CharField(max_length=2, choices=TAP_SIDES, blank=True)
-    tap_low = models.IntegerField(null=True, blank=True)
-    tap_high = models.IntegerField(null=True, blank=True)
-    tap_neutral = models.IntegerField(null=True, blank=True)
-    tap_normal = models.IntegerField(null=True, blank=True)
-    tap_pos = FiniteFloatField(null=True, blank=True)
-    tap_step_percent = FiniteFloatField(null=True, blank=True)
 
     class Meta(Asset.Meta):
         verbose_name = "three-winding transformer"
@@ -321,5 +341,29 @@ class EquivalentShunt(Asset):
     b_s = FiniteFloatField(default=0.0)
 
 
+class StaticVarCompensator(Asset):
+    """A static VAR compensator (cim:StaticVarCompensator): a controlled shunt reactance between its inductive and
+    capacitive rating that holds its bus at `vm_target_kv` (cim:StaticVarCompensator.voltageSetPoint) when `control_mode`
+    is voltage and control is enabled; otherwise it absorbs `q_mvar` (cim:StaticVarCompensator.q, load sign).
+
+    Ratings as CIM states them: `capacitive_rating_ohm` > 0 (reactance at the largest capacitive output),
+    `inductive_rating_ohm` < 0 (at the largest inductive one). The load flow (twin.pandapower_adapter) makes it a
+    generator of P = 0 (a PV bus) with reactive limits V²/X at the setpoint; see `NetBuilder.generators` for why.
+    """
+
+    MODES = [("voltage", "Voltage"), ("reactive_power", "Reactive power")]
+
+    bus = models.ForeignKey(Bus, on_delete=models.CASCADE, related_name="static_var_compensators")
+    capacitive_rating_ohm = FiniteFloatField(help_text="Reactance at the largest capacitive output, ohm (> 0, cim:capacitiveRating).")
+    inductive_rating_ohm = FiniteFloatField(help_text="Reactance at the largest inductive output, ohm (< 0, cim:inductiveRating).")
+    control_mode = models.CharField(max_length=14, choices=MODES, default="voltage")
+    control_enabled = models.BooleanField(default=True)
+    vm_target_kv = FiniteFloatField(null=True, blank=True, help_text="Voltage setpoint, kV (cim:StaticVarCompensator.voltageSetPoint).")
+    q_mvar = FiniteFloatField(default=0.0, help_text="Reactive power absorbed when not holding a voltage, Mvar (load sign).")
+
+    class Meta(Asset.Meta):
+        verbose_name = "static VAR compensator"
+
+
 ASSET_MODELS += [ShuntCompensator, SynchronousMachine, AsynchronousMachine, ThreeWindingTransformer, EquivalentBranch,
-                 EquivalentInjection, EquivalentShunt]
+                 EquivalentInjection, EquivalentShunt, StaticVarCompensator]
