@@ -14,7 +14,8 @@ DATABASES = {
 }
 # Commits return before the WAL reaches the disk: durability across a crash of the database server is not what the suite tests
 # (tests/chaos.py restarts its own cluster with the production settings), and every request of the live-server tests commits.
-DATABASES["default"]["OPTIONS"] = {"options": "-c synchronous_commit=off"}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["OPTIONS"] = {"options": "-c synchronous_commit=off"}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 # No request rates in the suite (tests/test_throttling.py sets its own), and counts in memory, not in the test broker.

@@ -138,6 +138,12 @@ class ApiSchema(AutoSchema):
             statuses.update(BODY_ERROR_STATUSES)
         return statuses
 
+    def _get_request_body(self, direction="request"):
+        body = super()._get_request_body(direction)  # drf-spectacular calls a body given as raw schemas optional
+        if body is not None and any(getattr(parser, "body_required", False) for parser in self.view.get_parsers()):
+            body["required"] = True
+        return body
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         error = self._get_response_for_code(ErrorSerializer, "400", direction=direction)

@@ -34,6 +34,7 @@ class RawBodyParser(parsers.BaseParser):
     """
 
     media_type = "*/*"
+    body_required = True  # the schema says so (twin.api.errors.ApiSchema): without a body there is nothing to take
 
     def max_bytes(self) -> int:
         raise NotImplementedError
