@@ -66,10 +66,12 @@ bench: install
 	$(PY) benchmarks/simbench_roundtrip.py
 	$(PY) benchmarks/pandapower_networks.py
 	$(PY) benchmarks/loadflow_timeseries.py
+	$(PY) benchmarks/snapshot_scale.py
 	$(PY) benchmarks/ingest_throughput.py
 	$(PY) benchmarks/sharing_read.py
 	$(PY) benchmarks/sharing_catalog.py
 	$(PY) benchmarks/sharing_sparql.py
+	$(PY) benchmarks/grid_breadth.py
 
 ## load: N concurrent API clients against gunicorn and Celery workers started as `serve` and `worker` start them (PostgreSQL, Redis), then the ingest back-pressure at twice the sustainable rate; figures in var/load-report.json (see benchmarks/README.md)
 load: install

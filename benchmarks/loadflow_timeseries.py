@@ -48,27 +48,35 @@ def import_fresh(code: str, participant):
     return services.grid_import_graph(graph=document, participant=participant, source=f"simbench:{code}").grid
 
 
-def gridtwin_year(code: str, participant) -> tuple[float, int, int]:
-    """(wall seconds, steps, bytes stored) of a year time series run through Celery."""
+def run_through_workers(run, label: str) -> float:
+    """Enqueue a queued run, show its steps as the workers solve them, and return the wall seconds to `succeeded`."""
+    from twin import tasks
 
-    from twin import models, tasks
-    from twin.loadflow.services import loadflow_run_create
-
-    grid = import_fresh(code, participant)
-    start, end = datetime(2016, 1, 1, tzinfo=UTC), datetime(2017, 1, 1, tzinfo=UTC)
-    run = loadflow_run_create(grid=grid, kind=models.LoadFlowRun.Kind.TIMESERIES, start=start, end=end, trigger="command")
     began = time.perf_counter()
     tasks.loadflow_run.delay(run.pk)
     while True:
         run.refresh_from_db()
         if run.status in (run.Status.SUCCEEDED, run.Status.FAILED):
             break
-        print(f"\r  {code}: {run.steps_done}/{run.steps_total} steps", end="", flush=True, file=sys.stderr)
+        print(f"\r  {label}: {run.steps_done}/{run.steps_total} steps", end="", flush=True, file=sys.stderr)
         time.sleep(0.05)
     seconds = time.perf_counter() - began
-    print()
+    print(file=sys.stderr)
     if run.status != run.Status.SUCCEEDED:
-        raise SystemExit(f"{code}: run failed: {run.error}")
+        raise SystemExit(f"{label}: run failed: {run.error}")
+    return seconds
+
+
+def gridtwin_year(code: str, participant) -> tuple[float, int, int]:
+    """(wall seconds, steps, bytes stored) of a year time series run through Celery."""
+
+    from twin import models
+    from twin.loadflow.services import loadflow_run_create
+
+    grid = import_fresh(code, participant)
+    start, end = datetime(2016, 1, 1, tzinfo=UTC), datetime(2017, 1, 1, tzinfo=UTC)
+    run = loadflow_run_create(grid=grid, kind=models.LoadFlowRun.Kind.TIMESERIES, start=start, end=end, trigger="command")
+    seconds = run_through_workers(run, code)
     stored = sum(len(c.arrays or b"") for c in run.chunks.all())
     return seconds, run.steps_total, stored
 

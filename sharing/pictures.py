@@ -10,11 +10,6 @@ from __future__ import annotations
 import copy
 import io
 
-import networkx as nx
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
-
 from sharing.models import Agreement
 from sharing.scope import scope_assets, scope_grids
 from twin import models as twin
@@ -34,6 +29,8 @@ def _area(agreement: Agreement) -> Agreement:
 
 def _positions(buses: list[tuple[int, float | None, float | None]], edges: list[tuple[int, int]]) -> dict[int, tuple[float, float]]:
     """Bus id → (x, y): stored longitude/latitude when every bus has them, else a spring layout of the topology (seeded)."""
+    import networkx as nx  # here, not at import: the admin imports this module at Django's setup, every command paid for it
+
     if buses and all(lon is not None and lat is not None for _, lon, lat in buses):
         return {pk: (lon, lat) for pk, lon, lat in buses}
     graph = nx.Graph()
@@ -43,6 +40,8 @@ def _positions(buses: list[tuple[int, float | None, float | None]], edges: list[
 
 
 def _draw_grid(ax, grid: twin.Grid, agreement: Agreement) -> None:
+    from matplotlib.collections import LineCollection
+
     buses = list(twin.Bus.objects.filter(grid=grid).order_by("id").values_list("id", "lon_degree", "lat_degree"))
     in_scope_buses = set(scope_assets(_area(agreement), twin.Bus).filter(grid=grid).values_list("id", flat=True))
     branches = []
@@ -78,6 +77,9 @@ def _draw_grid(ax, grid: twin.Grid, agreement: Agreement) -> None:
 
 def scope_picture(agreement: Agreement) -> bytes:
     """PNG of the grids an agreement (saved or not) covers, its scope in colour; lines solid, transformers dashed, switches dotted."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     grids = list(scope_grids(agreement).order_by("id")[:MAX_GRIDS + 1])
     shown = grids[:MAX_GRIDS] or [None]
     fig = Figure(figsize=(7 * min(len(shown), 2), 6 * ((len(shown) + 1) // 2)))

@@ -191,6 +191,30 @@ def test_an_admin_edit_changes_the_next_runs_result_and_recorded_version(grid, a
     assert fresh.grid_version == 2 and fresh.summary["vm_min_pu"] == pytest.approx(second.summary["vm_min_pu"], abs=1e-12)
 
 
+def test_a_write_outside_every_recording_path_is_recorded_by_the_next_run(grid, django_assert_max_num_queries):
+    """Run creation pins the version without reading the grid's content while nothing was written since (PostgreSQL: the
+    grid's write stamp, a few queries); a raw UPDATE, a raw DELETE, and a value written back are each found and recorded."""
+    first = execute(loadflow.loadflow_run_create(grid=grid, at=NOON))
+    load = models.Load.objects.filter(grid=grid).order_by("-p_mw").first()
+    if connection.vendor == "postgresql":
+        with django_assert_max_num_queries(3):  # the latest version and the stamp: no content read, no hash in Python
+            assert history.grid_version_current(grid).number == 1
+
+    models.Load.objects.filter(pk=load.pk).update(p_mw=load.p_mw + 0.05)  # no version recorded by this write
+    second = execute(loadflow.loadflow_run_create(grid=grid, at=NOON))
+    assert (first.grid_version, second.grid_version, second.version.via) == (1, 2, "unrecorded")
+    assert second.version.summary["changed"] == [{"type": "Load", "iri": load.iri, "fields": ["p_mw"]}]
+    assert second.summary["vm_min_pu"] < first.summary["vm_min_pu"] - 1e-4
+    assert loadflow.loadflow_run_create(grid=grid, at=NOON).grid_version == 2  # nothing written since: the same version
+
+    models.Load.objects.filter(pk=load.pk).update(p_mw=load.p_mw)  # back to version 1's content: a new version all the same
+    assert loadflow.loadflow_run_create(grid=grid, at=NOON).grid_version == 3
+    switch = models.Switch.objects.filter(grid=grid).order_by("id").first() or models.Meter.objects.filter(grid=grid).first()
+    type(switch).objects.filter(pk=switch.pk).delete()
+    fourth = loadflow.loadflow_run_create(grid=grid, at=NOON)
+    assert fourth.grid_version == 4 and fourth.version.summary["retired"] == [{"type": type(switch).__name__, "iri": switch.iri}]
+
+
 @pytest.mark.slow
 def test_rerunning_the_demo_keeps_every_reading_attached_to_a_live_meter(replay):  # noqa: F811
     from tests.conftest import LV_CODE

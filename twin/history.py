@@ -31,6 +31,15 @@ from twin.selectors import ROW_MODELS, SKELETON
 
 NOT_CONTENT = {"id", "grid", "retired_at", "telemetry_owner"}  # identity, membership, life and provenance: not the model
 SNAPSHOT_LEVEL = 1  # zlib level of stored contents: level 6 takes 3× as long for a tenth fewer bytes
+FINGERPRINT = "fingerprint"  # the key of the write stamp in the latest version's summary (`grid_fingerprint`)
+# The write stamp (`grid_fingerprint`): SQL templates, identifiers filled in by psycopg.sql, the grid's id bound.
+STAMP_OF_TABLE = ("(SELECT count(*) || ':' || coalesce(sum(hashtextextended(r.ctid::text || r.xmin::text, 0)::numeric), 0) "
+                  "FROM {table} r WHERE r.grid_id = %(grid)s)")
+OWNERS_OF_TABLE = "SELECT {column} FROM {table} WHERE grid_id = %(grid)s"
+OWNERS_OF_GRID = "SELECT owner_id FROM {grid} WHERE id = %(grid)s"
+STAMP_OF_GRID = ("SELECT md5(concat_ws(',', (SELECT g.iri || ' ' || g.name || ' ' || g.owner_id FROM {grid} g WHERE g.id = %(grid)s), "
+                 "(SELECT string_agg(p.id || ' ' || p.iri, ' ' ORDER BY p.id) FROM {participant} p WHERE p.id IN "
+                 "({owners})), {tables}))")
 LISTED_CHANGES = 200  # a version's stored summary lists at most this many assets per kind of change (the API diff lists all)
 
 
@@ -142,34 +151,82 @@ def grid_version_record(*, grid: models.Grid, author: Author, apps=None) -> mode
     """Record the grid's content as its next version if it differs from the latest version's; None when it does not.
 
     Call it inside the write's transaction after the rows are written: it takes the grid IRI's advisory lock, so two
-    writes of one grid get consecutive numbers, and sets `Grid.version` to the new number.
+    writes of one grid get consecutive numbers, and sets `Grid.version` to the new number. The latest version keeps the
+    grid's write stamp (`grid_fingerprint`) of the rows it was recorded from, so `grid_version_current` can tell
+    without reading the content that nothing was written since.
     """
     versions = apps.get_model("twin", "GridVersion") if apps is not None else models.GridVersion
     with transaction.atomic():
         lock_grid_iri(grid.iri)
+        stamp = grid_fingerprint(grid) if apps is None else None
         content = grid_content(grid, apps=apps)
+        if stamp is not None and grid_fingerprint(grid) != stamp:
+            stamp = None  # written to while the content was read (outside the lock): the next check reads it again
         encoded = content_bytes(content)
         digest = hashlib.sha256(encoded).hexdigest()
-        latest = versions.objects.filter(grid_id=grid.pk).order_by("-number").first()
+        latest = versions.objects.filter(grid_id=grid.pk).order_by("-number").defer("snapshot").first()
         if latest is not None and latest.content_hash == digest:
+            if stamp is not None and latest.summary.get(FINGERPRINT) != stamp:
+                versions.objects.filter(pk=latest.pk).update(summary={**latest.summary, FINGERPRINT: stamp})
             return None
-        before = snapshot_unpack(latest.snapshot) if latest is not None else None
+        before = snapshot_unpack(versions.objects.values_list("snapshot", flat=True).get(pk=latest.pk)) if latest is not None else None
         number = latest.number + 1 if latest is not None else max(grid.version, 1)
         user = author.user if getattr(author.user, "is_authenticated", False) else None
+        summary = diff_summary(content_diff(before, content))
+        if stamp is not None:
+            summary[FINGERPRINT] = stamp
         version = versions.objects.create(
             grid_id=grid.pk, number=number, created_by_participant_id=getattr(author.participant, "pk", None),
             created_by_user_id=getattr(user, "pk", None), created_by_credential=author.credential[:200], via=author.via,
-            content_hash=digest, summary=diff_summary(content_diff(before, content)),
-            snapshot=zlib.compress(encoded, SNAPSHOT_LEVEL))
+            content_hash=digest, summary=summary, snapshot=zlib.compress(encoded, SNAPSHOT_LEVEL))
         type(grid).objects.filter(pk=grid.pk).update(version=number)
         grid.version = number
     return version
 
 
 def grid_version_current(grid: models.Grid) -> models.GridVersion:
-    """The version of the grid's content now, to pin a run to: the latest, after recording whatever changed since."""
+    """The version of the grid's content now, to pin a run to: the latest, after recording whatever changed since.
+
+    Where the grid's write stamp still equals the one the latest version kept (PostgreSQL), nothing was written since
+    and the content is not read; otherwise (a write outside the recording paths, or SQLite) it is recorded first.
+    """
+    latest = models.GridVersion.objects.defer("snapshot").filter(grid=grid).order_by("-number").first()
+    stamp = latest.summary.get(FINGERPRINT) if latest is not None else None
+    if stamp is not None and stamp == grid_fingerprint(grid):
+        return latest
     grid_version_record(grid=grid, author=Author(via="unrecorded"))
     return models.GridVersion.objects.defer("snapshot").filter(grid=grid).latest("number")
+
+
+def grid_fingerprint(grid: models.Grid) -> str | None:
+    """The grid's write stamp, computed by PostgreSQL (~60 ms on the 10k-bus grid, where reading and hashing the content
+    takes 2–3 s); None on other databases.
+
+    Per table of the grid's models, the number of its rows (retired ones too) and the sum of a 64-bit hash of each row
+    version's place and writer (`ctid`, `xmin`); the grid's IRI, name and owner; the ids and IRIs of the participants its
+    rows name. Every INSERT or UPDATE makes a new row version in a new place — within one transaction too, where `xmin`
+    stays the same — and a DELETE lowers the count, so every write that can change the content changes the stamp. So do
+    writes that leave the content as it was (a meter's `telemetry_owner`, a re-publish of the same rows, VACUUM FULL):
+    the content is then read and hashed once more, finds no change, and the latest version keeps the new stamp.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    from psycopg import sql  # PostgreSQL only: identifiers quoted by psycopg, the grid's id a bound parameter
+
+    tables, owners = [], []
+    for name in ROW_MODELS:
+        model = getattr(models, name)
+        table = sql.Identifier(model._meta.db_table)
+        tables.append(sql.SQL(STAMP_OF_TABLE).format(table=table))
+        owners += [sql.SQL(OWNERS_OF_TABLE).format(column=sql.Identifier(f.column), table=table)
+                   for f in _references(model) if f.related_model is models.Participant]
+    owners.append(sql.SQL(OWNERS_OF_GRID).format(grid=sql.Identifier(models.Grid._meta.db_table)))
+    query = sql.SQL(STAMP_OF_GRID).format(grid=sql.Identifier(models.Grid._meta.db_table),
+                                          participant=sql.Identifier(models.Participant._meta.db_table),
+                                          owners=sql.SQL(" UNION ").join(owners), tables=sql.SQL(", ").join(tables))
+    with connection.cursor() as cursor:
+        cursor.execute(query.as_string(cursor.connection), {"grid": grid.pk})
+        return cursor.fetchone()[0]
 
 
 # --- diffs --------------------------------------------------------------------------------------------------------

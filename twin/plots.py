@@ -9,25 +9,34 @@ from __future__ import annotations
 import io
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import networkx as nx
 import numpy as np
-import pandapower
-from matplotlib.collections import LineCollection
 
 from twin import history, models
 from twin.loadflow.services import run_version
-from twin.pandapower_adapter import NetIndex, grid_to_net
+
+if TYPE_CHECKING:  # matplotlib, networkx and pandapower are imported where a picture is drawn (`_pyplot`): the admin imports this
+    from twin.pandapower_adapter import NetIndex  # module at Django's setup, and every command and worker paid seconds for them
 
 VOLTAGE_BAND_PU = (0.9, 1.1)
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def bus_positions(buses: list[dict], net, index: NetIndex) -> dict[int, tuple[float, float]]:
     """Bus coordinates by pandapower index: the buses' longitude/latitude, else a spring layout of the topology."""
+    import networkx as nx
+    import pandapower.topology
+
     coords = {}
     for row in buses:
         if row["lon_degree"] is not None and row["iri"] in index.bus:
@@ -40,6 +49,11 @@ def bus_positions(buses: list[dict], net, index: NetIndex) -> dict[int, tuple[fl
 
 def draw_grid_map(grid: models.Grid, path: Path) -> Path:
     """Run a load flow on the twin and draw buses by vm_pu and lines by loading_percent into a PNG."""
+    import pandapower
+
+    from twin.pandapower_adapter import grid_to_net
+
+    plt = _pyplot()
     net, index = grid_to_net(grid)
     pandapower.runpp(net, lightsim2grid=False)
     buses = list(models.Bus.objects.filter(grid=grid, retired_at__isnull=True).values("iri", "lon_degree", "lat_degree"))
@@ -53,6 +67,9 @@ def draw_grid_map(grid: models.Grid, path: Path) -> Path:
 def _map_figure(title: str, buses: list[dict], net, index: NetIndex, vm_pu: np.ndarray, loading_percent: np.ndarray, what: str,
                 band: tuple[float, float] = VOLTAGE_BAND_PU):
     """Buses coloured by vm_pu (band limits at the ends of the scale), lines by loading_percent (net order)."""
+    from matplotlib.collections import LineCollection
+
+    plt = _pyplot()
     positions = bus_positions(buses, net, index)
     fig, ax = plt.subplots(figsize=(9, 7))
     segments = [(positions[f], positions[t]) for f, t in zip(net.line.from_bus, net.line.to_bus, strict=True)]
@@ -82,6 +99,7 @@ class PictureError(ValueError):
 
 
 def _png(fig) -> bytes:
+    plt = _pyplot()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
@@ -140,6 +158,10 @@ def _iris(indices: dict[str, int], order) -> list[str]:
 def voltage_profile_figure(title: str, buses: list[dict], net, index: NetIndex, vm_pu: np.ndarray, what: str, band,
                            feeder: str | None):
     """vm_pu against the distance from the substation (km along lines from the slack or the transformers' LV side), band drawn."""
+    import networkx as nx
+    import pandapower.topology
+
+    plt = _pyplot()
     graph = pandapower.topology.create_nxgraph(net, respect_switches=True, include_trafos=True)
     roots = set(net.trafo.lv_bus.tolist()) or set(net.ext_grid.bus.tolist())
     if not roots:
@@ -183,6 +205,7 @@ def line_loading_figure(run, line: str | None):
     except KeyError as exc:
         raise PictureError(f"no line {line} in this run") from exc
     loading = np.array([np.nan if v is None else v for v in found["values"][line]["loading_percent"]])
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(found["time"], loading, linewidth=0.8)
     ax.axhline(run.parameters.get("loading_limits", {}).get(line, run.parameters.get("max_loading_percent", 100.0)),

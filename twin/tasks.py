@@ -15,6 +15,7 @@ from celery.signals import worker_init
 from django.db import transaction
 
 from twin.loadflow import services
+from twin.loadflow.solver import numba_disk_cache
 from twin.transient import DatabaseTask
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 @worker_init.connect
 def warm_up_loadflow(**kwargs) -> None:
-    """Pay pandapower's imports and numba compilation (~5–10 s) once, in the worker's main process before it forks its pool.
+    """Pay pandapower's imports and its numba kernels (~5–10 s compiled, well under a second from numba's disk cache) once,
+    in the worker's main process before it forks its pool.
 
     Every pool process (and every replacement of one that died) starts warm, in milliseconds. Warming up in each pool
     process instead took longer than Celery waits for a new pool process to report (worker_proc_alive_timeout) on a
@@ -33,6 +35,7 @@ def warm_up_loadflow(**kwargs) -> None:
         import pandapower.networks
         from lightsim2grid.algorithm import NRSing_KLU  # noqa: F401
 
+        numba_disk_cache()  # the kernels the model builds use, compiled once per machine, not once per worker
         pp.runpp(pandapower.networks.example_simple(), lightsim2grid=False, init="dc", calculate_voltage_angles=True,
                  tolerance_mva=1e-8)
     except Exception:  # a worker that could not warm up still works, only its first run is slower

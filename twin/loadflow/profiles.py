@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from django.conf import settings
+
+if TYPE_CHECKING:  # the frames come from simbench, which imports pandas itself; a cached profile set needs neither
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 PROFILE_STEP = timedelta(minutes=15)

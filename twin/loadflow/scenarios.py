@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
-import pandapower as pp
+import importlib
 
 from ontology.errors import OntologyError
 from twin import models
 
-ADDABLE = {"sgen": pp.create_sgen, "load": pp.create_load, "storage": pp.create_storage}
+ADDABLE = {"sgen": "create_sgen", "load": "create_load", "storage": "create_storage"}  # pandapower's creators (imported where used)
 SETTABLE = ("p_mw", "q_mvar", "in_service")
 ASSET_TABLES = {"load": models.Load, "sgen": models.StaticGenerator, "storage": models.Storage, "ev": models.EVCharger,
                 "line": models.Line, "trafo": models.Transformer, "switch": models.Switch, "ext_grid": models.ExternalGrid,
@@ -158,8 +158,9 @@ def apply(net, iri_of: dict[str, dict[int, str]], index, scenario) -> None:
             for bus_iri in buses:
                 element = change["element"]
                 extra = {"max_e_mwh": float(change.get("max_e_mwh", 1.0))} if element == "storage" else {}
-                created = ADDABLE[element](net, index.bus[bus_iri], p_mw=float(change["p_mw"]), q_mvar=float(change.get("q_mvar", 0.0)),
-                                           name=f"what-if {number}", **extra)
+                create = getattr(importlib.import_module("pandapower"), ADDABLE[element])
+                created = create(net, index.bus[bus_iri], p_mw=float(change["p_mw"]), q_mvar=float(change.get("q_mvar", 0.0)),
+                                 name=f"what-if {number}", **extra)
                 net[element].at[created, "profile"] = str(change.get("profile", ""))
                 iri_of.setdefault(element, {})[created] = f"{bus_iri}#whatif-{number}"
             continue

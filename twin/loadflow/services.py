@@ -9,14 +9,21 @@ it. Any error ends the run as failed with its reason, and deletes whatever chunk
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import math
+import pickle
 import time
+import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
@@ -28,8 +35,9 @@ from django.utils import timezone
 
 from ontology.errors import OntologyError
 from twin import history, models
-from twin.loadflow import hosting, scenarios, storage
+from twin.loadflow import hosting, result_rows, scenarios, storage
 from twin.loadflow.inputs import SOURCES, Injections, StepInputs, build_inputs, step_times
+from twin.loadflow.result_rows import Column
 from twin.loadflow.solver import MAX_ITERATION, GridModel, LoadFlowError, StepResults, build_model, bus_loads, solve, solve_rows
 from twin.loadflow.violations import Limits, find_violations, merge_adjacent
 from twin.transient import TRANSIENT_DATABASE_ERRORS
@@ -131,10 +139,17 @@ def loadflow_schedule_snapshots(*, at: datetime | None = None) -> list[Run]:
 
 
 # --- the model of a run (cached per process by the content hash of its version: the chunks of a run, and later runs on the same
-# content, reuse it; a write makes a new version with another hash, so no write leaves a cached model stale) ---------------------
+# content, reuse it; a write makes a new version with another hash, so no write leaves a cached model stale; and on disk, so a new
+# process — a `run_loadflow` command, a replaced worker — neither imports pandapower nor builds the net again) ---------------------
 
 _MODELS: OrderedDict[tuple, tuple[GridModel, dict]] = OrderedDict()
 _MODEL_CACHE_SIZE = 4
+MODEL_FILES_KEPT = 32  # the disk cache keeps the models used last (a 10k-bus grid's is ~7 MB)
+MODEL_FILE_FORMAT = 1  # part of the disk cache's key: change it when GridModel's fields change, and older files are not read
+# The code that turns a version's content into a model: its text is part of the disk cache's key, so a changed converter or
+# solver never reads a model an older one built.
+MODEL_SOURCES = ("pandapower_adapter.py", "rdf_codec.py", "history.py", "loadflow/inputs.py", "loadflow/scenarios.py",
+                 "loadflow/solver.py", "loadflow/services.py")
 
 
 def run_model(run: Run, *, with_scenario: bool = True) -> tuple[GridModel, dict[str, list[str]]]:
@@ -145,19 +160,95 @@ def run_model(run: Run, *, with_scenario: bool = True) -> tuple[GridModel, dict[
     if key in _MODELS:
         _MODELS.move_to_end(key)
         return _MODELS[key]
-    net, index = history.content_net(history.version_content(version))
+    found = _model_file_read(key)
+    if found is None:
+        found = _model_file_write(key, _model_build(version, scenario))
+    else:
+        found[0]._net_source = lambda: _model_net(_version_with(version.content_hash), scenario)[0]
+    _MODELS[key] = found
+    while len(_MODELS) > _MODEL_CACHE_SIZE:
+        _MODELS.popitem(last=False)
+    return found
+
+
+def _version_with(content_hash: str) -> models.GridVersion:
+    """A version of that content (any grid's: the content is the same), for a model whose net is asked for later."""
+    return models.GridVersion.objects.defer("snapshot").filter(content_hash=content_hash).latest("pk")
+
+
+def _model_net(grid_version: models.GridVersion, scenario: dict | None):
+    """(the pandapower net of the version with the scenario applied, its index, IRI by table and net index)."""
+    net, index = history.content_net(history.version_content(grid_version))
     iri_of = {table: {i: iri for iri, i in indices.items()} for table, indices in index.elements.items()}
     if scenario:
         scenarios.apply(net, iri_of, index, scenario)
+    return net, index, iri_of
+
+
+def _model_build(grid_version: models.GridVersion, scenario: dict | None) -> tuple[GridModel, dict[str, list[str]]]:
+    net, index, iri_of = _model_net(grid_version, scenario)
     bus_iri = {i: iri for iri, i in index.bus.items()}
     layout = {"bus": [bus_iri[i] for i in net.bus.index.tolist()],
               "line": [iri_of["line"][i] for i in net.line.index.tolist()],
               "trafo": [iri_of["trafo"][i] for i in net.trafo.index.tolist()]}
-    model = build_model(net, Injections.of_net(net, iri_of))
-    _MODELS[key] = (model, layout)
-    while len(_MODELS) > _MODEL_CACHE_SIZE:
-        _MODELS.popitem(last=False)
-    return model, layout
+    return build_model(net, Injections.of_net(net, iri_of)), layout
+
+
+def _model_file(key: tuple) -> Path:
+    """The disk cache's file of a model: named by the content hash, the scenario, the file format, pandapower's version (it
+    built the admittances) and the model-building code, so a file is only ever read for the model it holds."""
+    name = hashlib.sha256(json.dumps([*key, MODEL_FILE_FORMAT, version("pandapower"), _model_code()]).encode()).hexdigest()
+    return Path(settings.BASE_DIR) / "var" / "cache" / "loadflow-models" / f"{name}.pkl"
+
+
+@functools.cache
+def _model_code() -> str:
+    """SHA-256 of the model-building code (MODEL_SOURCES), read once per process."""
+    package = Path(models.__file__).resolve().parent.parent
+    return hashlib.sha256(b"".join((package / name).read_bytes() for name in MODEL_SOURCES)).hexdigest()
+
+
+def _model_file_read(key: tuple) -> tuple[GridModel, dict] | None:
+    """The model and layout of the disk cache's file for `key`, or None (no file, or one this code cannot read)."""
+    path = _model_file(key)
+    try:
+        with path.open("rb") as handle:
+            found = pickle.load(handle)  # noqa: S301  # nosec B301  # our own cache file (var/cache), written by _model_file_write
+        with contextlib.suppress(OSError):
+            path.touch()  # used: kept longest by _model_files_prune
+        return found
+    except FileNotFoundError:
+        return None
+    except Exception:  # a truncated or outdated file: build the model again (and write it anew)
+        logger.warning("unreadable cached load-flow model %s: building it again", path, exc_info=True)
+        return None
+
+
+def _model_file_write(key: tuple, found: tuple[GridModel, dict]) -> tuple[GridModel, dict]:
+    """Write the model (without its pandapower net and factorisation) to the disk cache, atomically; returns it."""
+    model, layout = found
+    path = _model_file(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        with partial.open("wb") as handle:
+            bare = dataclasses.replace(model, _net=None, _net_source=None, _pq_factor=None)
+            pickle.dump((bare, layout), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        partial.replace(path)
+        _model_files_prune(path.parent)
+    except OSError:  # a read-only or full disk: the model still serves this process
+        logger.warning("could not cache the load-flow model in %s", path, exc_info=True)
+    return found
+
+
+def _model_files_prune(folder: Path) -> None:
+    """Keep the MODEL_FILES_KEPT most recently used files (a read touches its file): what-if scenarios each make one."""
+    used = {}
+    for file in folder.glob("*.pkl"):
+        with contextlib.suppress(FileNotFoundError):  # another process pruned it first
+            used[file] = file.stat().st_mtime
+    for stale in sorted(used, key=used.get, reverse=True)[MODEL_FILES_KEPT:]:
+        stale.unlink(missing_ok=True)
 
 
 def run_version(run: Run) -> models.GridVersion:
@@ -169,6 +260,7 @@ def run_version(run: Run) -> models.GridVersion:
     return models.GridVersion.objects.defer("snapshot").get(pk=run.version_id)
 
 
+@functools.cache  # the code a process runs does not change under it (reading package metadata costs ~15 ms a package)
 def _versions() -> dict[str, str]:
     return {name: version(name) for name in ("pandapower", "lightsim2grid", "numpy", "scipy")}
 
@@ -313,22 +405,7 @@ def loadflow_snapshot_solve(run: Run) -> None:
     with _still_ours(run.pk) as locked:
         if locked is None:
             return
-        models.BusResult.objects.bulk_create([
-            models.BusResult(run=run, bus_id=bus_ids[iri], vm_pu=_num(results.vm_pu[0, j]), va_degree=_num(results.va_degree[0, j]),
-                             p_mw=float(np.nan_to_num(results.bus_p_mw[0, j])), q_mvar=float(np.nan_to_num(results.bus_q_mvar[0, j])))
-            for j, iri in enumerate(layout["bus"])
-        ], batch_size=5000)
-        models.BranchResult.objects.bulk_create([
-            models.BranchResult(run=run, element=element, asset_iri=iri, **{name: _num(values[name][0, j]) for name in BRANCH_FIELDS})
-            for element, values in (("line", results.line), ("trafo", results.trafo))
-            for j, iri in enumerate(layout[element])
-        ], batch_size=5000)
-        models.LoadFlowInput.objects.bulk_create([
-            models.LoadFlowInput(run=run, element=element, asset_iri=iri, source=SOURCES[inputs.source[0, j]],
-                                 p_mw=float(inputs.p_mw[0, j]), q_mvar=float(inputs.q_mvar[0, j]),
-                                 measured_steps=int(inputs.source[0, j] == 0), filled_steps=int(inputs.source[0, j] != 0))
-            for j, (element, iri) in enumerate(zip(model.injections.element, model.injections.iri, strict=True))
-        ], batch_size=5000)
+        snapshot_rows_store(run, model, layout, inputs, results, bus_ids)
         _store_episodes(run, episodes)
         summary = _summary(results, run.step_minutes / 60)
         if difference is not None:
@@ -342,8 +419,35 @@ def loadflow_snapshot_solve(run: Run) -> None:
 BRANCH_FIELDS = ("p_from_mw", "q_from_mvar", "p_to_mw", "q_to_mvar", "i_ka", "loading_percent", "pl_mw", "ql_mvar")
 
 
-def _num(value) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
+def snapshot_rows_store(run: Run, model: GridModel, layout: dict, inputs: StepInputs, results: StepResults, bus_ids: dict[str, int],
+                        *, method: str | None = None) -> None:
+    """Store a snapshot's bus results, branch results and inputs (binary COPY on PostgreSQL, `bulk_create` elsewhere).
+
+    NaN and ±inf (isolated buses, branches out of service) are NULL, except a bus's p_mw / q_mvar: 0 for NaN, the
+    largest finite float for ±inf. Inputs are stored as solved. `method` forces "copy" or "bulk" (the benchmark, the tests).
+    """
+    run_ids = np.full(len(layout["bus"]), run.pk, dtype=np.int64)
+    vm, va = results.vm_pu[0], results.va_degree[0]
+    result_rows.rows_store(models.BusResult, [
+        Column("run", run_ids), Column("bus", np.array([bus_ids[iri] for iri in layout["bus"]], dtype=np.int64)),
+        Column("vm_pu", vm, result_rows.nullable(vm)), Column("va_degree", va, result_rows.nullable(va)),
+        Column("p_mw", result_rows.zero_filled(results.bus_p_mw[0])), Column("q_mvar", result_rows.zero_filled(results.bus_q_mvar[0])),
+    ], method=method)
+    branches = [("line", results.line), ("trafo", results.trafo)]
+    elements = [element for element, _ in branches for _ in layout[element]]
+    values = {name: np.concatenate([v[name][0] for _, v in branches]) for name in BRANCH_FIELDS}
+    result_rows.rows_store(models.BranchResult, [
+        Column("run", np.full(len(elements), run.pk, dtype=np.int64)), Column("element", elements),
+        Column("asset_iri", [iri for element, _ in branches for iri in layout[element]]),
+        *(Column(name, values[name], result_rows.nullable(values[name])) for name in BRANCH_FIELDS),
+    ], method=method)
+    injections, source = model.injections, inputs.source[0]
+    result_rows.rows_store(models.LoadFlowInput, [
+        Column("run", np.full(len(injections), run.pk, dtype=np.int64)), Column("element", [str(e) for e in injections.element]),
+        Column("asset_iri", list(injections.iri)), Column("source", [SOURCES[code] for code in source.tolist()]),
+        Column("p_mw", np.asarray(inputs.p_mw[0], dtype=np.float64)), Column("q_mvar", np.asarray(inputs.q_mvar[0], dtype=np.float64)),
+        Column("measured_steps", (source == 0).astype(np.int64)), Column("filled_steps", (source != 0).astype(np.int64)),
+    ], method=method)
 
 
 def _store_episodes(run: Run, episodes) -> None:

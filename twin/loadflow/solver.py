@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandapower as pp
-from pandapower.pypower.idx_brch import F_BUS, T_BUS
-from pandapower.pypower.idx_bus import BASE_KV, VA, VM
 from scipy import sparse
 from scipy.sparse.linalg import splu
 
 from twin.loadflow.inputs import Injections, StepInputs
+
+if TYPE_CHECKING:  # pandapower costs seconds to import: only `build_model` needs it, and a model from the disk cache does not
+    import pandapower as pp
 
 TOLERANCE_MVA = 1e-8
 MAX_ITERATION = 10
@@ -55,9 +58,12 @@ class LoadFlowError(Exception):
 
 @dataclass
 class GridModel:
-    """A net's structure ready for repeated solves: admittances, bus types, element ↔ internal index maps."""
+    """A net's structure ready for repeated solves: admittances, bus types, element ↔ internal index maps.
 
-    net: pp.pandapowerNet
+    `net` is the pandapower net it was built from (nothing here solves it: a model from the disk cache comes without it,
+    and builds it again through `_net_source` when asked).
+    """
+
     injections: Injections
     ybus: sparse.csc_matrix
     yf: sparse.csr_matrix
@@ -80,6 +86,14 @@ class GridModel:
     pv_q_min_mvar: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per PV bus: the sum of its generators' limits
     pv_q_max_mvar: np.ndarray = field(default_factory=lambda: np.zeros(0))
     _pq_factor: tuple | None = field(default=None, repr=False)
+    _net: pp.pandapowerNet | None = field(default=None, repr=False)
+    _net_source: Callable[[], pp.pandapowerNet] | None = field(default=None, repr=False)
+
+    @property
+    def net(self) -> pp.pandapowerNet | None:
+        if self._net is None and self._net_source is not None:
+            self._net = self._net_source()
+        return self._net
 
     @property
     def n_bus(self) -> int:
@@ -106,7 +120,12 @@ class GridModel:
 def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
     """Let pandapower build the internal model of `net` (injections set to zero).
 
-    DC start: from a flat start, NR lands on a degenerate ~0 pu solution behind SimBench's 150° transformer shift."""
+    DC start: from a flat start, NR lands on a degenerate ~0 pu solution behind SimBench's 150° transformer shift.
+    pandapower's numba kernels come from numba's disk cache (`numba_disk_cache`)."""
+    import pandapower as pp
+    from pandapower.pypower.idx_brch import F_BUS, T_BUS
+    from pandapower.pypower.idx_bus import BASE_KV
+
     if net.ext_grid.empty or not net.ext_grid.in_service.any():
         raise LoadFlowError("no_slack", "the grid has no external grid in service (no slack bus)")
     structure = copy.deepcopy(net)
@@ -115,10 +134,16 @@ def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
         structure[table]["q_mvar"] = 0.0
     structure.gen["p_mw"] = 0.0
     structure.motor["loading_percent"] = 0.0
+    options = {"lightsim2grid": False, "calculate_voltage_angles": True, "tolerance_mva": TOLERANCE_MVA}
     try:
-        pp.runpp(structure, lightsim2grid=False, init="dc", calculate_voltage_angles=True, tolerance_mva=TOLERANCE_MVA)
-    except pp.LoadflowNotConverged as exc:
-        raise LoadFlowError("not_converged", "the grid does not solve even without load: check impedances") from exc
+        numba_disk_cache()
+        pp.runpp(structure, init="dc", **options)
+    except pp.LoadflowNotConverged:
+        vm_pu, va_degree = ratio_start(structure)
+        try:
+            pp.runpp(structure, init_vm_pu=vm_pu, init_va_degree=va_degree, **options)
+        except pp.LoadflowNotConverged as exc:
+            raise LoadFlowError("not_converged", "the grid does not solve even without load: check impedances") from exc
     ppc = structure._ppc
     internal = ppc["internal"]
     n_bus = internal["Ybus"].shape[0]
@@ -142,7 +167,7 @@ def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
     trafo = net.trafo
     pv = np.asarray(internal["pv"], dtype=np.int32)
     return GridModel(
-        net=net, injections=injections, ybus=sparse.csc_matrix(internal["Ybus"]), yf=sparse.csr_matrix(internal["Yf"]),
+        _net=net, injections=injections, ybus=sparse.csc_matrix(internal["Ybus"]), yf=sparse.csr_matrix(internal["Yf"]),
         yt=sparse.csr_matrix(internal["Yt"]), ref=np.asarray(internal["ref"], dtype=np.int32),
         pv=pv, pq=np.asarray(internal["pq"], dtype=np.int32),
         base_mva=float(internal["baseMVA"]), v0=_solved_voltages(internal["bus"]), bus_ppci=bus_ppci,
@@ -154,6 +179,74 @@ def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
         trafo_rating=(trafo.sn_mva * trafo.parallel * trafo.df).to_numpy(float),
         **dict(zip(("pv_q_min_mvar", "pv_q_max_mvar"), _pv_limits(net, bus_ppci, pv), strict=True)),
     )
+
+
+
+def ratio_start(net: pp.pandapowerNet) -> tuple[list[float], list[float]]:
+    """(vm_pu, va_degree) per net bus: the slack voltages carried through every branch's ratio and shift, as with no load.
+
+    The start when the DC one fails: a flat magnitude is off by a transformer's off-nominal ratio (CGMES MiniGrid: 400/120 kV
+    windings on 380/110 kV nodes, 3.5 %), and behind a winding of near-zero impedance (its 110 kV star branch, 0.13 %) that
+    error drives a current Newton–Raphson does not recover from. Read from the ppc of the failed run; lists, because
+    pandapower compares an array start with "results" where it places the three-winding transformers' star points.
+    """
+    from pandapower.pypower.idx_brch import BR_STATUS, F_BUS, SHIFT, T_BUS, TAP
+    from pandapower.pypower.idx_bus import BUS_TYPE, REF, VA, VM
+
+    bus, branch = net._ppc["bus"], net._ppc["branch"]
+    voltage = np.full(len(bus), np.nan, dtype=complex)
+    ref = np.flatnonzero(bus[:, BUS_TYPE].real == REF)
+    voltage[ref] = bus[ref, VM].real * np.exp(1j * np.deg2rad(bus[ref, VA].real))
+    live = branch[branch[:, BR_STATUS].real > 0]
+    ratio = np.where(live[:, TAP].real == 0, 1.0, live[:, TAP].real) * np.exp(1j * np.deg2rad(live[:, SHIFT].real))
+    ends = live[:, F_BUS].real.astype(np.int64), live[:, T_BUS].real.astype(np.int64)
+    frontier = list(ref)
+    while frontier:  # V_to = V_from / ratio across each branch, outwards from the slack buses
+        k = frontier.pop()
+        for j in np.flatnonzero((ends[0] == k) | (ends[1] == k)):
+            other, value = (ends[1][j], voltage[k] / ratio[j]) if ends[0][j] == k else (ends[0][j], voltage[k] * ratio[j])
+            if np.isnan(voltage[other]):
+                voltage[other] = value
+                frontier.append(other)
+    start = voltage[net._pd2ppc_lookups["bus"][net.bus.index.to_numpy()]]
+    start[np.isnan(start)] = 1.0
+    return np.abs(start).tolist(), np.degrees(np.angle(start)).tolist()
+
+# pandapower's modules with numba kernels, imported (and their kernels cached) before the first build
+NUMBA_MODULES = ("pandapower.auxiliary", "pandapower.build_bus", "pandapower.pf.makeYbus_numba", "pandapower.pf.create_jacobian_numba",
+                 "pandapower.pf.dSbus_dV_numba", "pandapower.pf.pfsoln_numba", "pandapower.pf.run_newton_raphson_pf",
+                 "pandapower.pypower.newtonpf")
+_numba_cached = False
+
+
+def numba_disk_cache() -> None:
+    """Keep pandapower's compiled numba kernels in numba's disk cache (`var/cache/numba`), once per process.
+
+    pandapower declares its kernels `cache=False`, so every new process compiled them again for its first `runpp`: 6.7 s
+    of a first model build of the 10k-bus grid, in every `run_loadflow` command and every new worker. From the disk cache
+    the kernels load in a fraction of a second, and they are the same kernels: the results stay bit for bit those of a
+    compiled run. numba keys each file by the kernel's source file and signature, so a new pandapower compiles afresh.
+    """
+    global _numba_cached
+    if _numba_cached:
+        return
+    import importlib
+    import sys
+
+    import numba
+    from django.conf import settings
+    from numba.core.caching import FunctionCache
+    from numba.core.registry import CPUDispatcher
+
+    numba.config.CACHE_DIR = str(Path(settings.BASE_DIR) / "var" / "cache" / "numba")
+    for name in NUMBA_MODULES:
+        importlib.import_module(name)
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "pandapower" and module is not None:
+            for kernel in [value for value in vars(module).values() if isinstance(value, CPUDispatcher)]:
+                if not isinstance(kernel._cache, FunctionCache):
+                    kernel.enable_caching()
+    _numba_cached = True
 
 
 def _pv_limits(net, bus_ppci: np.ndarray, pv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,6 +265,8 @@ def _pv_limits(net, bus_ppci: np.ndarray, pv: np.ndarray) -> tuple[np.ndarray, n
 
 def _solved_voltages(bus: np.ndarray) -> np.ndarray:
     """Complex voltages (pu) of a solved ppci bus table: the warm start of the first step."""
+    from pandapower.pypower.idx_bus import VA, VM
+
     return bus[:, VM].real * np.exp(1j * np.deg2rad(bus[:, VA].real))
 
 
