@@ -18,10 +18,10 @@ from django.db.models.expressions import RawSQL
 
 from ingest.writer import binary_cursor
 from twin import models as twin
+from twin.ids import parse_id
 from twin.selectors import chunks, points_of
 
 RESOLUTION_SECONDS = {"15min": 900, "hour": 3600, "day": 86400}
-MAX_ID = 2**63 - 1
 QUALITY_LABELS = dict(twin.Quality.choices)
 BUCKET_ORIGIN = "2000-01-01 00:00:00+00"  # a Saturday midnight UTC: buckets start on the hour and on UTC midnight
 
@@ -38,8 +38,7 @@ def point_ids_for(scope: list[int] | QuerySet[twin.Meter], keys: set[str], *, wr
         meters = scope.filter(retired_at__isnull=True) if writable else scope
     else:
         meters = points_of(scope, writable=writable)
-    # Ids as text in ASCII digits, within bigint ("²" is a digit to str.isdigit; 10**20 is no meter's id).
-    numeric = [number for key in keys if key.isascii() and key.isdigit() and (number := int(key)) <= MAX_ID]
+    numeric = [number for key in keys if (number := parse_id(key)) is not None]  # ids as text (twin.ids: the one rule)
     found: dict[str, int] = {}
     if connection.vendor == "postgresql":  # each kind of key as one array parameter instead of IN lists in chunks
         iris = sorted(keys - {str(n) for n in numeric})

@@ -73,6 +73,7 @@ from sharing.odrl import agreement_check
 from sharing.pictures import scope_picture
 from sharing.preview import access_preview
 from twin.admin import ParticipantAdmin
+from twin.ids import parse_id
 from twin.models import Feeder, Grid, Participant
 
 Status = Agreement.Status
@@ -387,7 +388,7 @@ class AgreementAdmin(StewardedAdmin):
 
     # the workbench pages: access preview, changes from the previous version, the scope on the grid map
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        agreement = _visible(self, request, object_id) if str(object_id).isdigit() else None
+        agreement = _visible(self, request, object_id) if parse_id(object_id) is not None else None
         previous = None
         if agreement is not None and agreement.previous_id:
             previous = self.get_queryset(request).filter(pk=agreement.previous_id).first()
@@ -1076,7 +1077,7 @@ class AccessRequestAdmin(StewardedAdmin):
 
     # the change page: read-only, with the decisions as buttons
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        req = _visible(self, request, object_id) if str(object_id).isdigit() else None
+        req = _visible(self, request, object_id) if parse_id(object_id) is not None else None
         can_review = req is not None and self.stewards_provider(request, req)
         extra = {"can_review": can_review, "can_decide": can_review and req.status == RequestStatus.PENDING,
                  "labels": {"approve": APPROVE, "approve_as_offer": APPROVE_AS_OFFER, "reject": REJECT, "counter_offer": COUNTER_OFFER,

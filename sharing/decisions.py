@@ -24,6 +24,7 @@ from sharing import scope
 from sharing.models import DROPPABLE_FIELDS, AccessRequest, Agreement, AuditEntry, DataCategory, DatasetOffer, Purpose
 from sharing.principals import CONSUMER, GATEWAY, OPERATOR, STEWARD, Principal
 from twin import models as twin
+from twin.ids import parse_id
 from twin.selectors import points_of
 
 VIEW, ADD, CHANGE = "view", "add", "change"
@@ -214,7 +215,7 @@ def _attributed(denied: Decision, principal: Principal, wanted: str | None) -> D
     that agreement and its provider, so the provider's audit shows the refused read; the answer itself is unchanged."""
     if wanted:
         own = Agreement.objects.filter(consumer_id=principal.participant_id).select_related("provider")
-        named = own.filter(pk=int(wanted)).first() if wanted.isdigit() and len(wanted) < 19 else own.filter(uid=wanted).first()
+        named = own.filter(pk=number).first() if (number := parse_id(wanted)) is not None else own.filter(uid=wanted).first()
         if named is not None:
             denied.agreement, denied.provider = named, named.provider
     return denied

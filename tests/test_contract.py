@@ -211,3 +211,11 @@ def test_the_schema_says_what_the_endpoints_take_and_answer(schema):
     batch = paths["/api/v1/telemetry/batches/"]["post"]["requestBody"]["content"]
     assert [branch["type"] for branch in batch["application/json"]["schema"]["oneOf"]] == ["array", "object"]
     assert batch["application/senml+json"]["schema"]["type"] == "array" and batch["text/csv"]["schema"]["format"] == "binary"
+
+
+def test_ids_are_ascii_digits_everywhere(world):
+    """`"¹".isdigit()` is True and `int("¹")` raises: `?agreement=¹` on a shared view and `/grids/²/versions/` were 500s."""
+    consumer, operator = world.clients["consumer"], world.clients["provider_operator"]
+    response = consumer.get(f"/api/v1/shared/buses/?purpose={PURPOSE}&agreement=%C2%B9")
+    assert response.status_code in (403, 404) and response["Content-Type"].startswith("application/json"), response.content[:300]
+    refused(operator.get("/api/v1/grids/%C2%B2/versions/"), 404, "not_found")

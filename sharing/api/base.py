@@ -23,6 +23,7 @@ from sharing.audit import audit_record
 from sharing.principals import principal_of
 from twin.api.errors import ApiSchema
 from twin.api.serializers import DATE_TIME_SCHEMA, MAX_ID, IriField, QuerySerializer, TimeRefused, invalid_filter, zoned_time
+from twin.ids import parse_id
 
 METHOD_ACTIONS = {"GET": decisions.VIEW, "HEAD": decisions.VIEW, "OPTIONS": decisions.VIEW, "POST": decisions.ADD,
                   "PUT": decisions.CHANGE, "PATCH": decisions.CHANGE, "DELETE": decisions.CHANGE}
@@ -218,7 +219,7 @@ class PolicyViewSet(viewsets.GenericViewSet):
         """The row a nested route names (`kwarg`, e.g. `grid_pk` of /grids/{id}/versions) among `rows`, the decision's rows:
         out of scope, absent or not an id is the same 404, so the answer says nothing of rows the caller may not see."""
         text = self.kwargs.get(kwarg, "")
-        row = rows.filter(pk=int(text)).first() if text.isdigit() and 1 <= int(text) <= MAX_ID else None
+        row = rows.filter(pk=number).first() if (number := parse_id(text)) is not None else None
         if row is None:
             raise exceptions.NotFound(f"no such {rows.model._meta.verbose_name}")
         return row

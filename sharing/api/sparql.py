@@ -90,7 +90,7 @@ class SparqlFormParser(parsers.FormParser):
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
         limit = 12 * sparql.limits().max_query_chars + 4096
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise sparql.SparqlRefused("query_too_long", f"the form body exceeds {limit} bytes", status=413, max_bytes=limit)
         return super().parse(stream, media_type, parser_context)
 

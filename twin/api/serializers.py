@@ -9,6 +9,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from twin import models
+from twin.ids import MAX_ID
 
 
 class GridSerializer(serializers.ModelSerializer):
@@ -39,7 +40,6 @@ def asset_serializer(model) -> type[serializers.ModelSerializer]:
 
 MAX_IRI_CHARS = 500
 MAX_NAME_CHARS = 200
-MAX_ID = 2**63 - 1  # ids are bigints
 # Times the load flow and its results can take: year 1 overflows the moment a zone offset or a step is applied, and pandas
 # stops at 2262. The years are those of the time as written, so the schema can say them (DATE_TIME_SCHEMA's pattern).
 FIRST_YEAR, LAST_YEAR = 1900, 2199

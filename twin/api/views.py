@@ -46,7 +46,7 @@ class RawBodyParser(parsers.BaseParser):
         limit = self.max_bytes()
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise self.too_large(limit)
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:

@@ -8,6 +8,7 @@ from ontology.converters.cgmes_export import VERSIONS
 from ontology.errors import OntologyError
 from twin import models
 from twin.cgmes_export import grid_cgmes_profiles, profile_file_name
+from twin.ids import parse_id
 
 
 class Command(BaseCommand):
@@ -23,7 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("-o", "--output", required=True, help="folder to write the profiles into")
 
     def handle(self, *args, grid, cgmes_version, run, output, **options):
-        found = models.Grid.objects.filter(pk=int(grid)).first() if grid.isdigit() else models.Grid.objects.filter(iri=grid).first()
+        number = parse_id(grid)
+        found = models.Grid.objects.filter(pk=number).first() if number else models.Grid.objects.filter(iri=grid).first()
         if found is None:
             raise CommandError(f"no grid {grid!r}")
         try:

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ontology.serialization import FORMATS, serialize
 from twin import history, models, selectors
+from twin.ids import parse_id
 
 
 class Command(BaseCommand):
@@ -18,7 +19,8 @@ class Command(BaseCommand):
         parser.add_argument("--grid-version", type=int, metavar="N", help="export version N of the grid (default: the grid now)")
 
     def handle(self, *args, grid, format, output, grid_version, **options):
-        found = models.Grid.objects.filter(pk=int(grid)).first() if grid.isdigit() else models.Grid.objects.filter(iri=grid).first()
+        number = parse_id(grid)
+        found = models.Grid.objects.filter(pk=number).first() if number else models.Grid.objects.filter(iri=grid).first()
         if found is None:
             raise CommandError(f"no grid {grid!r}")
         graph = selectors.grid_graph(found) if grid_version is None else history.version_graph(found, grid_version)

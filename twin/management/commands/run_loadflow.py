@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from ontology.errors import OntologyError
 from twin import models
+from twin.ids import parse_id
 from twin.loadflow import selectors, services
 
 
@@ -62,7 +63,7 @@ class Command(BaseCommand):
 
     def find_grid(self, key: str) -> models.Grid:
         grids = models.Grid.objects.all()
-        found = (grids.filter(pk=int(key)).first() if key.isdigit() else None) or grids.filter(iri=key).first() \
+        found = (grids.filter(pk=number).first() if (number := parse_id(key)) else None) or grids.filter(iri=key).first() \
             or grids.filter(name=key).first() or grids.filter(source=f"simbench:{key}").order_by("-id").first()
         if found is None:
             raise CommandError(f"no grid {key!r} (give an id, IRI, name or SimBench code)")
