@@ -25,3 +25,6 @@ def when_ready(server) -> None:
     from django.urls import get_resolver
 
     get_resolver().url_patterns  # noqa: B018 — the attribute access does the import
+# The largest request line gunicorn takes (its default is 4,094): the API itself answers a longer path and query than
+# twin.api.errors.MAX_URI_BYTES with a 414 in its error shape, which needs the line to reach it.
+limit_request_line = 8190

@@ -219,3 +219,10 @@ def test_ids_are_ascii_digits_everywhere(world):
     response = consumer.get(f"/api/v1/shared/buses/?purpose={PURPOSE}&agreement=%C2%B9")
     assert response.status_code in (403, 404) and response["Content-Type"].startswith("application/json"), response.content[:300]
     refused(operator.get("/api/v1/grids/%C2%B2/versions/"), 404, "not_found")
+
+
+def test_a_path_and_query_over_the_bound_is_a_414_in_the_error_shape(world):
+    """Fifty 500-character IRIs are a valid results query; the web server refused the request line as an HTML page."""
+    operator = world.clients["provider_operator"]
+    iris = "&".join(f"iri=https://gridtwin.example/{'x' * 480}/{n}" for n in range(50))
+    refused(operator.get(f"/api/v1/loadflow/runs/1/results/?{iris}"), 414, "uri_too_long")
