@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import schemathesis
@@ -104,6 +105,17 @@ BEYOND_THE_SCHEMA = {
     ("POST", r"^/api/v1/sharing/agreements/\{id\}/amend/$"): "terms the ODRL shapes and the model judge together (valid_from < "
                                                              "valid_until, a known consumer …)",
 }
+
+
+# A request line longer than the web server's limit never reaches the API (the test server answers its own HTML 414 over
+# 65,536 bytes; gunicorn a 400 over 8,190): such cases are not generated. The API's own bound, a 414 in its error shape over
+# twin.api.errors.MAX_URI_BYTES, is fuzzed below that and tested in tests/test_contract.py.
+WEB_SERVER_MAX_QUERY_BYTES = 60_000
+
+
+@schemathesis.hook
+def filter_query(context, query) -> bool:
+    return query is None or len(urlencode(query, doseq=True)) <= WEB_SERVER_MAX_QUERY_BYTES
 
 
 def authorization(client) -> str:
