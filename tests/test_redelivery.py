@@ -87,3 +87,17 @@ def test_the_sweeper_fails_runs_whose_messages_were_lost_and_leaves_live_ones(gr
     assert statuses[live_running.pk] == Run.Status.RUNNING and statuses[live_queued.pk] == Run.Status.QUEUED
     assert Run.objects.get(pk=lost_running.pk).error.startswith("deadline_exceeded: still running")
     assert "twin.loadflow_sweep_stuck_runs" in {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+
+
+def test_a_finished_run_keeps_the_count_of_its_deliveries_beside_its_timings(grid, settings):
+    settings.GRIDTWIN_LOADFLOW_CHUNK_STEPS = 48
+    snapshot = services.loadflow_run_create(grid=grid, at=DAY)
+    series = services.loadflow_run_create(grid=grid, kind=Run.Kind.TIMESERIES, start=DAY, end=DAY + timedelta(days=1))
+    services.loadflow_run_execute(run_id=snapshot.pk)
+    for index in services.loadflow_run_execute(run_id=series.pk):
+        services.loadflow_chunk_solve(run_id=series.pk, index=index)
+    snapshot.refresh_from_db()
+    series.refresh_from_db()
+    assert snapshot.status == series.status == Run.Status.SUCCEEDED, (snapshot.error, series.error)
+    assert snapshot.timings["deliveries"] == 1 and snapshot.timings["solve_s"] > 0
+    assert series.timings["deliveries"] == 1 and series.timings["wall_s"] > 0

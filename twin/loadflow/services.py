@@ -413,7 +413,8 @@ def loadflow_snapshot_solve(run: Run) -> None:
         Run.objects.filter(pk=run.pk).update(
             status=Run.Status.SUCCEEDED, finished_at=timezone.now(), steps_done=1, inputs=inputs.counts(), summary=summary,
             layout=layout, telemetry_start=inputs.telemetry_start, telemetry_end=inputs.telemetry_end,
-            timings={"solve_s": solved - started, "store_s": time.perf_counter() - solved, "iterations": results.iterations})
+            timings={**run.timings, "solve_s": solved - started, "store_s": time.perf_counter() - solved,
+                     "iterations": results.iterations})
 
 
 BRANCH_FIELDS = ("p_from_mw", "q_from_mvar", "p_to_mw", "q_to_mvar", "i_ka", "loading_percent", "pl_mw", "ql_mvar")
@@ -548,7 +549,8 @@ def loadflow_hosting_capacity_solve(run: Run) -> None:
             at=worst["pv"][weakest["pv"]] if weakest["pv"] is not None else None,
             inputs=inputs.counts(), summary=summary, layout=layout, telemetry_start=inputs.telemetry_start,
             telemetry_end=inputs.telemetry_end,
-            timings={"solve_s": solved - started, "store_s": time.perf_counter() - solved, "iterations": results.iterations})
+            timings={**run.timings, "solve_s": solved - started, "store_s": time.perf_counter() - solved,
+                     "iterations": results.iterations})
 
 
 # --- time series ----------------------------------------------------------------------------------
@@ -739,5 +741,6 @@ def _finalize(run: Run) -> None:
     first, last = partial["window"]
     run.telemetry_start = datetime.fromtimestamp(first, tz=UTC) if first is not None else None
     run.telemetry_end = datetime.fromtimestamp(last, tz=UTC) if last is not None else None
-    run.timings = {"chunks_s_sum": float(sum(s or 0 for s in seconds)), "wall_s": (run.finished_at - run.started_at).total_seconds()}
+    run.timings = {**run.timings, "chunks_s_sum": float(sum(s or 0 for s in seconds)),
+                   "wall_s": (run.finished_at - run.started_at).total_seconds()}
     run.save(update_fields=["status", "finished_at", "inputs", "summary", "telemetry_start", "telemetry_end", "timings"])
