@@ -125,3 +125,23 @@ def test_a_model_from_the_disk_cache_solves_bit_for_bit_as_the_one_built(grid):
         assert np.array_equal(getattr(first, name), getattr(second, name), equal_nan=True)
     assert np.array_equal(first.line["loading_percent"], second.line["loading_percent"], equal_nan=True)
     assert cached.net is not None and cached.net.bus.index.tolist() == built.net.bus.index.tolist()
+
+
+def test_result_rows_follow_their_run_and_hold_their_bus_without_database_constraints(grid):
+    """The rows' references carry no database constraint (the commit checked 73k of them on a 10k-bus snapshot); Django's
+    on_delete keeps the rules: a run takes its rows with it, a bus with results is not deleted."""
+    from django.db.models import RestrictedError
+
+    run = services.loadflow_run_create(grid=grid, at=NOON_IN_JUNE)
+    execute(run)
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    bus = models.Bus.objects.get(pk=run.bus_results.values_list("bus_id", flat=True).first())
+    with pytest.raises(RestrictedError):
+        models.Bus.objects.filter(pk=bus.pk).delete()
+    assert models.Bus.objects.filter(pk=bus.pk).exists()
+    tables = (models.BusResult, models.BranchResult, models.LoadFlowInput)
+    assert min(table.objects.filter(run=run).count() for table in tables) > 0
+    run_id = run.pk
+    run.delete()
+    assert [table.objects.filter(run_id=run_id).count() for table in tables] == [0, 0, 0]

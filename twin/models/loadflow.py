@@ -8,6 +8,12 @@ Snapshot results are rows (`BusResult`, `BranchResult`) so they can be filtered 
 Time series results are float32 arrays per chunk of steps (`TimeSeriesChunk.arrays`, an uncompressed
 `.npz` in a bytea): a year of 15-minute steps of SimBench `1-MV-urban--0-sw` (150 buses, 149 branches)
 is 35,136 × (2 × 150 + 4 × 149) × 4 B ≈ 126 MB, where one row per value would be ~30 GB.
+
+Result rows are written in bulk, 54k of them for a snapshot of a 10k-bus grid, so their references to the run and to
+the bus carry no database constraint (`db_constraint=False`): PostgreSQL checked each of them at commit, 0.4–0.5 s of
+a snapshot that must take under a second. The rules stay those of `on_delete`, which Django applies itself: deleting a
+run deletes its rows, a bus with results cannot be deleted (it is retired: `twin.history`), and nothing in the project
+deletes either by raw SQL. `tests/test_loadflow_storage.py` holds both rules.
 """
 
 from __future__ import annotations
@@ -97,7 +103,7 @@ class LoadFlowInput(models.Model):
         LAST_VALUE = "last_value"
         DECLARED = "declared"
 
-    run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="input_records")
+    run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="input_records", db_constraint=False)
     element = models.CharField(max_length=10, help_text="pandapower table: load, sgen or storage.")
     asset_iri = models.CharField(max_length=500)
     source = models.CharField(max_length=12, choices=Source.choices)
@@ -117,8 +123,9 @@ class LoadFlowInput(models.Model):
 class BusResult(models.Model):
     """Snapshot voltage of one bus: vm_pu, va_degree, and the net injection p_mw / q_mvar (load convention)."""
 
-    run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="bus_results")
-    bus = models.ForeignKey(Bus, on_delete=models.RESTRICT, related_name="+")  # results never vanish: the bus is retired
+    run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="bus_results", db_constraint=False)
+    # results never vanish: the bus is retired; the rule is Django's RESTRICT, not a database constraint (module docstring)
+    bus = models.ForeignKey(Bus, on_delete=models.RESTRICT, related_name="+", db_constraint=False)
     vm_pu = models.FloatField(null=True)
     va_degree = models.FloatField(null=True)
     p_mw = models.FloatField(default=0.0)
@@ -139,7 +146,7 @@ class BranchResult(models.Model):
         LINE = "line"
         TRAFO = "trafo"
 
-    run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="branch_results")
+    run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="branch_results", db_constraint=False)
     element = models.CharField(max_length=5, choices=Element.choices)
     asset_iri = models.CharField(max_length=500)
     p_from_mw = models.FloatField(null=True)
@@ -234,8 +241,9 @@ class HostingCapacityResult(models.Model):
     `pv_worst_at` / `load_worst_at` are the steps of the period that set the capacity.
     """
 
-    run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="hosting_results")
-    bus = models.ForeignKey(Bus, on_delete=models.RESTRICT, related_name="+")  # results never vanish: the bus is retired
+    run = models.ForeignKey(LoadFlowRun, on_delete=models.CASCADE, related_name="hosting_results", db_constraint=False)
+    # results never vanish: the bus is retired; the rule is Django's RESTRICT, not a database constraint (module docstring)
+    bus = models.ForeignKey(Bus, on_delete=models.RESTRICT, related_name="+", db_constraint=False)
     pv_kw = models.FloatField()
     load_kw = models.FloatField()
     pv_limited_by = models.CharField(max_length=16, blank=True)
