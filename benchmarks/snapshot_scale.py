@@ -29,7 +29,8 @@ from _setup import ROOT, private_url, run_on_private_database, setup_django
 
 BIG, MV = "1-MVLV-urban-all-0-sw", "1-MV-urban--0-sw"
 AT = datetime(2016, 6, 21, 12, tzinfo=UTC)
-COLD_MODES = {"disk": "model from the disk cache", "build": "model built, numba kernels from their disk cache",
+COLD_MODES = {"disk": "model from the disk cache (a worker prepared it at the write)",
+              "build": "model built, numba kernels from their disk cache",
               "compile": "model built, numba kernels compiled (before)"}
 
 

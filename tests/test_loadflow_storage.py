@@ -145,3 +145,29 @@ def test_result_rows_follow_their_run_and_hold_their_bus_without_database_constr
     run_id = run.pk
     run.delete()
     assert [table.objects.filter(run_id=run_id).count() for table in tables] == [0, 0, 0]
+
+
+def test_a_write_has_a_worker_prepare_the_model_the_next_run_reads(grid, settings, monkeypatch, django_capture_on_commit_callbacks):
+    """After a write commits, a worker builds the new version's model into the disk cache (GRIDTWIN_LOADFLOW_PREPARE_ON_WRITE):
+    the first run after the write, in a process that has never seen the grid, reads it instead of building it."""
+    from config.celery_app import app as celery_app
+    from twin import history
+
+    settings.GRIDTWIN_LOADFLOW_PREPARE_ON_WRITE = True
+    eager, celery_app.conf.task_always_eager = celery_app.conf.task_always_eager, True  # the worker, in this process
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as published:
+            models.Load.objects.filter(grid=grid).update(p_mw=0.002)  # a write: the content changes
+            version = history.grid_version_record(grid=grid, author=history.Author(via="test"))
+    finally:
+        celery_app.conf.task_always_eager = eager
+    assert version is not None and len(published) == 1
+    assert services._model_file(services._model_key(version.content_hash, None)).exists()
+    assert services.loadflow_model_prepare(grid_id=grid.pk) is False  # prepared once
+
+    built = []
+    monkeypatch.setattr(services, "_model_build", lambda *args: built.append(args))
+    services._MODELS.clear()  # as in a new process
+    run = execute(services.loadflow_run_create(grid=grid, at=NOON_IN_JUNE))
+    assert run.status == Run.Status.SUCCEEDED and run.version_id == version.pk, run.error
+    assert built == [] and run.bus_results.exists()

@@ -17,11 +17,13 @@ run solve a model other than the one it records.
 from __future__ import annotations
 
 import hashlib
+import logging
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import orjson
+from django.conf import settings
 from django.db import connection, transaction
 from rdflib import Graph
 
@@ -29,6 +31,7 @@ from twin import models
 from twin.rdf_codec import GridRows, rows_to_graph
 from twin.selectors import ROW_MODELS, SKELETON
 
+logger = logging.getLogger(__name__)
 NOT_CONTENT = {"id", "grid", "retired_at", "telemetry_owner"}  # identity, membership, life and provenance: not the model
 SNAPSHOT_LEVEL = 1  # zlib level of stored contents: level 6 takes 3× as long for a tenth fewer bytes
 FINGERPRINT = "fingerprint"  # the key of the write stamp in the latest version's summary (`grid_fingerprint`)
@@ -181,7 +184,26 @@ def grid_version_record(*, grid: models.Grid, author: Author, apps=None) -> mode
             content_hash=digest, summary=summary, snapshot=zlib.compress(encoded, SNAPSHOT_LEVEL))
         type(grid).objects.filter(pk=grid.pk).update(version=number)
         grid.version = number
+    if apps is None:
+        model_prepare_after_commit(grid.pk)
     return version
+
+
+def model_prepare_after_commit(grid_id: int) -> None:
+    """Once the write commits, a worker builds the grid's load-flow model into the disk cache (GRIDTWIN_LOADFLOW_PREPARE_ON_WRITE),
+    so the first run after the write does not pay for it. A broker that cannot take the message costs only that head start."""
+    if not settings.GRIDTWIN_LOADFLOW_PREPARE_ON_WRITE:
+        return
+
+    def publish() -> None:
+        from twin.tasks import loadflow_model_prepare  # the task module imports the load-flow engine: only where it is used
+
+        try:
+            loadflow_model_prepare.delay(grid_id)
+        except Exception:  # the write has committed: the first run builds the model instead
+            logger.warning("could not ask a worker to prepare the load-flow model of grid %s", grid_id, exc_info=True)
+
+    transaction.on_commit(publish)
 
 
 def grid_version_current(grid: models.Grid) -> models.GridVersion:

@@ -58,6 +58,12 @@ def loadflow_chunk(run_id: int, index: int) -> None:
     services.loadflow_chunk_solve(run_id=run_id, index=index)
 
 
+@shared_task(base=DatabaseTask, name="twin.loadflow_model_prepare", acks_late=True, reject_on_worker_lost=True)
+def loadflow_model_prepare(grid_id: int) -> bool:
+    """Build a grid's load-flow model into the disk cache after a write (`twin.history.model_prepare_after_commit`)."""
+    return services.loadflow_model_prepare(grid_id=grid_id)
+
+
 @shared_task(name="twin.loadflow_snapshot_all_grids")
 def loadflow_snapshot_all_grids() -> int:
     """Queue a snapshot of every grid (Celery beat, every GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES)."""

@@ -232,6 +232,10 @@ GRIDTWIN_LOADFLOW_CHUNK_STEPS = int(os.environ.get("GRIDTWIN_LOADFLOW_CHUNK_STEP
 # started (was created) is failed as deadline_exceeded by the sweeper (Celery beat, every 10 minutes).
 GRIDTWIN_LOADFLOW_MAX_ATTEMPTS = int(os.environ.get("GRIDTWIN_LOADFLOW_MAX_ATTEMPTS", "3"))
 GRIDTWIN_LOADFLOW_RUN_DEADLINE_S = int(os.environ.get("GRIDTWIN_LOADFLOW_RUN_DEADLINE_S", str(6 * 3600)))
+# After every write of a grid, a worker builds its load-flow model into the disk cache (var/cache), so the first run after
+# the write does not pay for it (a 10k-bus grid: 5–10 s). Only where workers exist: on the embedded default (no broker)
+# it would block the request that wrote the grid.
+GRIDTWIN_LOADFLOW_PREPARE_ON_WRITE = env_bool("GRIDTWIN_LOADFLOW_PREPARE_ON_WRITE", bool(CELERY_BROKER_URL))
 # A snapshot of every grid every this many minutes (Celery beat, see config/celery_app.py; 0 turns it off).
 GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES = int(os.environ.get("GRIDTWIN_LOADFLOW_SNAPSHOT_MINUTES", "15"))
 

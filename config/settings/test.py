@@ -16,6 +16,7 @@ DATABASES = {
 # (tests/chaos.py restarts its own cluster with the production settings), and every request of the live-server tests commits.
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"]["OPTIONS"] = {"options": "-c synchronous_commit=off"}
+GRIDTWIN_LOADFLOW_PREPARE_ON_WRITE = False  # no worker consumes the test broker (tests/test_loadflow_storage.py turns it on)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 # No request rates in the suite (tests/test_throttling.py sets its own), and counts in memory, not in the test broker.

@@ -156,7 +156,7 @@ def run_model(run: Run, *, with_scenario: bool = True) -> tuple[GridModel, dict[
     """The solver model of the run's grid (with its scenario applied) and the layout: IRIs of buses, lines, trafos in order."""
     scenario = run.parameters.get("scenario") if with_scenario else None
     version = run_version(run)
-    key = (version.content_hash, json.dumps(scenario, sort_keys=True))  # the model is built from nothing else
+    key = _model_key(version.content_hash, scenario)
     if key in _MODELS:
         _MODELS.move_to_end(key)
         return _MODELS[key]
@@ -169,6 +169,31 @@ def run_model(run: Run, *, with_scenario: bool = True) -> tuple[GridModel, dict[
     while len(_MODELS) > _MODEL_CACHE_SIZE:
         _MODELS.popitem(last=False)
     return found
+
+
+def _model_key(content_hash: str, scenario: dict | None) -> tuple[str, str]:
+    return content_hash, json.dumps(scenario, sort_keys=True)  # the model is built from nothing else
+
+
+def loadflow_model_prepare(*, grid_id: int) -> bool:
+    """Build the model of the grid's latest version into the disk cache ahead of its first run; False when it is there.
+
+    A worker does this after every write of a grid (`twin.tasks.loadflow_model_prepare`, GRIDTWIN_LOADFLOW_PREPARE_ON_WRITE),
+    so a run after the write, in any process of the machine, reads the model instead of building it.
+    """
+    version = models.GridVersion.objects.defer("snapshot").filter(grid_id=grid_id).order_by("-number").first()
+    if version is None:  # the grid was deleted since
+        return False
+    key = _model_key(version.content_hash, None)
+    if _model_file(key).exists():
+        return False
+    try:
+        built = _model_build(version, None)
+    except LoadFlowError as exc:  # a grid that cannot be solved yet (no slack …): its runs say why
+        logger.info("load-flow model of grid %s not prepared: %s", grid_id, exc.message)
+        return False
+    _model_file_write(key, built)
+    return True
 
 
 def _version_with(content_hash: str) -> models.GridVersion:

@@ -23,6 +23,9 @@ def parse_time(text: str) -> datetime:
 
 class Command(BaseCommand):
     help = "Run a load flow: GRID (id, IRI, name or SimBench code) [--at TIME] or [--start TIME --end TIME]."
+    # No system checks before each run (they import every view of the API: ~0.5 s of a 3 s command); `manage.py check`
+    # and the deploy check run them where they belong.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("grid")
