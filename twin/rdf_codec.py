@@ -179,6 +179,20 @@ def _float(index: GraphIndex, node, predicate, default=None):
     return float(value) if value is not None else None
 
 
+# Numbers that map one-to-one to a CIM property of the node, as (row field, predicate, default when absent): each such
+# table is both the reading and the writing of those numbers (`_read_numbers`, `_write_numbers`), so a mapping is stated once.
+Numbers = tuple[tuple[str, URIRef, float | None], ...]
+
+
+def _read_numbers(index: GraphIndex, node, numbers: Numbers) -> dict:
+    return {name: _float(index, node, predicate, default) for name, predicate, default in numbers}
+
+
+def _write_numbers(w: TripleWriter, node, row: dict, numbers: Numbers) -> None:
+    for name, predicate, _ in numbers:
+        w.add(node, predicate, row[name])
+
+
 def _common(index: GraphIndex, node, parts: dict | None = None) -> dict:
     row = {
         "iri": str(node),
@@ -722,6 +736,20 @@ def write_meters(w: TripleWriter, rows, iri_of) -> None:
 SHUNT_CLASSES = {"linear": CIM.LinearShuntCompensator, "nonlinear": CIM.NonlinearShuntCompensator}
 BRANCH_CLASSES = {"equivalent": CIM.EquivalentBranch, "series_compensator": CIM.SeriesCompensator}
 MOTOR_KIND = CIM["AsynchronousMachineKind.motor"]
+SHUNT_NUMBERS: Numbers = (("nom_u_kv", CIM["ShuntCompensator.nomU"], None),
+                          ("b_per_section_s", CIM["LinearShuntCompensator.bPerSection"], None),
+                          ("g_per_section_s", CIM["LinearShuntCompensator.gPerSection"], None))
+SYNCHRONOUS_MACHINE_NUMBERS: Numbers = (("rated_s_mva", CIM["RotatingMachine.ratedS"], None),
+                                        ("rated_u_kv", CIM["RotatingMachine.ratedU"], None),
+                                        ("min_q_mvar", CIM["SynchronousMachine.minQ"], None),
+                                        ("max_q_mvar", CIM["SynchronousMachine.maxQ"], None))
+MOTOR_NUMBERS: Numbers = (("p_mw", CIM["RotatingMachine.p"], 0.0), ("q_mvar", CIM["RotatingMachine.q"], 0.0),
+                          ("rated_u_kv", CIM["RotatingMachine.ratedU"], None),
+                          ("rated_mechanical_p_mw", CIM["AsynchronousMachine.ratedMechanicalPower"], None),
+                          ("efficiency_percent", CIM["AsynchronousMachine.efficiency"], 100.0),
+                          ("rated_power_factor", CIM["AsynchronousMachine.ratedPowerFactor"], None),
+                          ("locked_rotor_current_ratio", CIM["AsynchronousMachine.iaIrRatio"], None),
+                          ("locked_rotor_rx_ratio", CIM["AsynchronousMachine.rxLockedRotorRatio"], None))
 
 
 def read_shunt_compensators(index: GraphIndex) -> Iterator[dict]:
@@ -743,12 +771,10 @@ def read_shunt_compensators(index: GraphIndex) -> Iterator[dict]:
             **_common(index, node, parts),
             "bus": bus,
             "kind": kind,
-            "nom_u_kv": _float(index, node, CIM["ShuntCompensator.nomU"]),
+            **_read_numbers(index, node, SHUNT_NUMBERS),
             "sections": _float(index, node, CIM["ShuntCompensator.sections"], normal if normal is not None else maximum),
             "maximum_sections": maximum,
             "normal_sections": int(normal) if normal is not None else None,
-            "b_per_section_s": _float(index, node, CIM["LinearShuntCompensator.bPerSection"]),
-            "g_per_section_s": _float(index, node, CIM["LinearShuntCompensator.gPerSection"]),
             "points": sorted(points, key=lambda p: p["section"]),
         }
 
@@ -756,12 +782,10 @@ def read_shunt_compensators(index: GraphIndex) -> Iterator[dict]:
 def write_shunt_compensators(w: TripleWriter, rows, iri_of) -> None:
     for row in rows:
         node = w.equipment(row, SHUNT_CLASSES[row["kind"]], _iris(row, iri_of, "bus"))
-        w.add(node, CIM["ShuntCompensator.nomU"], row["nom_u_kv"])
+        _write_numbers(w, node, row, SHUNT_NUMBERS)
         w.add(node, CIM["ShuntCompensator.sections"], row["sections"])
         w.add(node, CIM["ShuntCompensator.maximumSections"], row["maximum_sections"])
         w.add(node, CIM["ShuntCompensator.normalSections"], row["normal_sections"])
-        w.add(node, CIM["LinearShuntCompensator.bPerSection"], row["b_per_section_s"])
-        w.add(node, CIM["LinearShuntCompensator.gPerSection"], row["g_per_section_s"])
         for point in row["points"] or []:
             subject = w.node(part_iri(row, f"Point{point['section']}"), CIM.NonlinearShuntCompensatorPoint)
             w.graph.add((subject, POINT_SHUNT, node))
@@ -796,10 +820,7 @@ def read_synchronous_machines(index: GraphIndex) -> Iterator[dict]:
             "bus": bus,
             "p_mw": 0.0 - _float(index, node, CIM["RotatingMachine.p"], 0.0),  # 0.0 − x: a zero stays +0.0 both ways
             "q_mvar": 0.0 - _float(index, node, CIM["RotatingMachine.q"], 0.0),
-            "rated_s_mva": _float(index, node, CIM["RotatingMachine.ratedS"]),
-            "rated_u_kv": _float(index, node, CIM["RotatingMachine.ratedU"]),
-            "min_q_mvar": _float(index, node, CIM["SynchronousMachine.minQ"]),
-            "max_q_mvar": _float(index, node, CIM["SynchronousMachine.maxQ"]),
+            **_read_numbers(index, node, SYNCHRONOUS_MACHINE_NUMBERS),
             "control_enabled": enabled,
             "vm_target_kv": target_kv,
             "reference_priority": int(index.value(node, CIM["SynchronousMachine.referencePriority"], 0)),
@@ -812,10 +833,7 @@ def write_synchronous_machines(w: TripleWriter, rows, iri_of) -> None:
         node = w.equipment(row, CIM.SynchronousMachine, _iris(row, iri_of, "bus"))
         w.add(node, CIM["RotatingMachine.p"], 0.0 - row["p_mw"])
         w.add(node, CIM["RotatingMachine.q"], 0.0 - row["q_mvar"])
-        w.add(node, CIM["RotatingMachine.ratedS"], row["rated_s_mva"])
-        w.add(node, CIM["RotatingMachine.ratedU"], row["rated_u_kv"])
-        w.add(node, CIM["SynchronousMachine.minQ"], row["min_q_mvar"])
-        w.add(node, CIM["SynchronousMachine.maxQ"], row["max_q_mvar"])
+        _write_numbers(w, node, row, SYNCHRONOUS_MACHINE_NUMBERS)
         w.add(node, CIM["SynchronousMachine.referencePriority"], row["reference_priority"] or None)
         w.add(node, CIM["RegulatingCondEq.controlEnabled"], row["control_enabled"])
         w.add(node, GT.profile, row["profile"])
@@ -837,14 +855,7 @@ def read_asynchronous_machines(index: GraphIndex) -> Iterator[dict]:
         yield {
             **_common(index, node, parts),
             "bus": bus,
-            "p_mw": _float(index, node, CIM["RotatingMachine.p"], 0.0),
-            "q_mvar": _float(index, node, CIM["RotatingMachine.q"], 0.0),
-            "rated_u_kv": _float(index, node, CIM["RotatingMachine.ratedU"]),
-            "rated_mechanical_p_mw": _float(index, node, CIM["AsynchronousMachine.ratedMechanicalPower"]),
-            "efficiency_percent": _float(index, node, CIM["AsynchronousMachine.efficiency"], 100.0),
-            "rated_power_factor": _float(index, node, CIM["AsynchronousMachine.ratedPowerFactor"]),
-            "locked_rotor_current_ratio": _float(index, node, CIM["AsynchronousMachine.iaIrRatio"]),
-            "locked_rotor_rx_ratio": _float(index, node, CIM["AsynchronousMachine.rxLockedRotorRatio"]),
+            **_read_numbers(index, node, MOTOR_NUMBERS),
         }
 
 
@@ -852,14 +863,7 @@ def write_asynchronous_machines(w: TripleWriter, rows, iri_of) -> None:
     for row in rows:
         node = w.equipment(row, CIM.AsynchronousMachine, _iris(row, iri_of, "bus"))
         w.graph.add((node, CIM["AsynchronousMachine.asynchronousMachineType"], MOTOR_KIND))
-        w.add(node, CIM["RotatingMachine.p"], row["p_mw"])
-        w.add(node, CIM["RotatingMachine.q"], row["q_mvar"])
-        w.add(node, CIM["RotatingMachine.ratedU"], row["rated_u_kv"])
-        w.add(node, CIM["AsynchronousMachine.ratedMechanicalPower"], row["rated_mechanical_p_mw"])
-        w.add(node, CIM["AsynchronousMachine.efficiency"], row["efficiency_percent"])
-        w.add(node, CIM["AsynchronousMachine.ratedPowerFactor"], row["rated_power_factor"])
-        w.add(node, CIM["AsynchronousMachine.iaIrRatio"], row["locked_rotor_current_ratio"])
-        w.add(node, CIM["AsynchronousMachine.rxLockedRotorRatio"], row["locked_rotor_rx_ratio"])
+        _write_numbers(w, node, row, MOTOR_NUMBERS)
 
 
 WINDINGS = (("hv", ""), ("mv", "2"), ("lv", "3"))  # end 1, 2, 3: bus prefix and impedance suffix
@@ -945,6 +949,12 @@ def write_equivalent_branches(w: TripleWriter, rows, iri_of) -> None:
         w.add(node, CIM["EquivalentBranch.x21"], row["x21_ohm"])
 
 
+INJECTION_NUMBERS: Numbers = (("p_mw", CIM["EquivalentInjection.p"], 0.0), ("q_mvar", CIM["EquivalentInjection.q"], 0.0),
+                              ("vm_target_kv", CIM["EquivalentInjection.regulationTarget"], None),
+                              ("min_q_mvar", CIM["EquivalentInjection.minQ"], None), ("max_q_mvar", CIM["EquivalentInjection.maxQ"], None))
+EQUIVALENT_SHUNT_NUMBERS: Numbers = (("g_s", CIM["EquivalentShunt.g"], 0.0), ("b_s", CIM["EquivalentShunt.b"], 0.0))
+
+
 def read_equivalent_injections(index: GraphIndex) -> Iterator[dict]:
     for node in index.instances(CIM.EquivalentInjection):
         parts, bus = _one_terminal(index, node)
@@ -955,43 +965,36 @@ def read_equivalent_injections(index: GraphIndex) -> Iterator[dict]:
         yield {
             **_common(index, node, parts),
             "bus": bus,
-            "p_mw": _float(index, node, CIM["EquivalentInjection.p"], 0.0),
-            "q_mvar": _float(index, node, CIM["EquivalentInjection.q"], 0.0),
+            **_read_numbers(index, node, INJECTION_NUMBERS),
             "regulation_capability": bool(index.value(node, CIM["EquivalentInjection.regulationCapability"], status)),
             "regulation_status": status,
-            "vm_target_kv": target_kv,
-            "min_q_mvar": _float(index, node, CIM["EquivalentInjection.minQ"]),
-            "max_q_mvar": _float(index, node, CIM["EquivalentInjection.maxQ"]),
         }
 
 
 def write_equivalent_injections(w: TripleWriter, rows, iri_of) -> None:
     for row in rows:
         node = w.equipment(row, CIM.EquivalentInjection, _iris(row, iri_of, "bus"))
-        w.add(node, CIM["EquivalentInjection.p"], row["p_mw"])
-        w.add(node, CIM["EquivalentInjection.q"], row["q_mvar"])
+        _write_numbers(w, node, row, INJECTION_NUMBERS)
         w.add(node, CIM["EquivalentInjection.regulationCapability"], row["regulation_capability"])
         w.add(node, CIM["EquivalentInjection.regulationStatus"], row["regulation_status"])
-        w.add(node, CIM["EquivalentInjection.regulationTarget"], row["vm_target_kv"])
-        w.add(node, CIM["EquivalentInjection.minQ"], row["min_q_mvar"])
-        w.add(node, CIM["EquivalentInjection.maxQ"], row["max_q_mvar"])
 
 
 def read_equivalent_shunts(index: GraphIndex) -> Iterator[dict]:
     for node in index.instances(CIM.EquivalentShunt):
         parts, bus = _one_terminal(index, node)
-        yield {**_common(index, node, parts), "bus": bus, "g_s": _float(index, node, CIM["EquivalentShunt.g"], 0.0),
-               "b_s": _float(index, node, CIM["EquivalentShunt.b"], 0.0)}
+        yield {**_common(index, node, parts), "bus": bus, **_read_numbers(index, node, EQUIVALENT_SHUNT_NUMBERS)}
 
 
 def write_equivalent_shunts(w: TripleWriter, rows, iri_of) -> None:
     for row in rows:
         node = w.equipment(row, CIM.EquivalentShunt, _iris(row, iri_of, "bus"))
-        w.add(node, CIM["EquivalentShunt.g"], row["g_s"])
-        w.add(node, CIM["EquivalentShunt.b"], row["b_s"])
+        _write_numbers(w, node, row, EQUIVALENT_SHUNT_NUMBERS)
 
 
 SVC_MODES = {"voltage": CIM["SVCControlMode.voltage"], "reactive_power": CIM["SVCControlMode.reactivePower"]}
+SVC_NUMBERS: Numbers = (("capacitive_rating_ohm", CIM["StaticVarCompensator.capacitiveRating"], None),
+                        ("inductive_rating_ohm", CIM["StaticVarCompensator.inductiveRating"], None),
+                        ("vm_target_kv", CIM["StaticVarCompensator.voltageSetPoint"], None), ("q_mvar", CIM["StaticVarCompensator.q"], 0.0))
 
 
 def read_static_var_compensators(index: GraphIndex) -> Iterator[dict]:
@@ -1006,24 +1009,18 @@ def read_static_var_compensators(index: GraphIndex) -> Iterator[dict]:
         yield {
             **_common(index, node, parts),
             "bus": bus,
-            "capacitive_rating_ohm": _float(index, node, CIM["StaticVarCompensator.capacitiveRating"]),
-            "inductive_rating_ohm": _float(index, node, CIM["StaticVarCompensator.inductiveRating"]),
+            **_read_numbers(index, node, SVC_NUMBERS),
             "control_mode": mode,
             "control_enabled": enabled,
-            "vm_target_kv": target_kv,
-            "q_mvar": _float(index, node, CIM["StaticVarCompensator.q"], 0.0),
         }
 
 
 def write_static_var_compensators(w: TripleWriter, rows, iri_of) -> None:
     for row in rows:
         node = w.equipment(row, CIM.StaticVarCompensator, _iris(row, iri_of, "bus"))
-        w.add(node, CIM["StaticVarCompensator.capacitiveRating"], row["capacitive_rating_ohm"])
-        w.add(node, CIM["StaticVarCompensator.inductiveRating"], row["inductive_rating_ohm"])
+        _write_numbers(w, node, row, SVC_NUMBERS)
         w.graph.add((node, CIM["StaticVarCompensator.sVCControlMode"], SVC_MODES[row["control_mode"]]))
         w.add(node, CIM["RegulatingCondEq.controlEnabled"], row["control_enabled"])
-        w.add(node, CIM["StaticVarCompensator.voltageSetPoint"], row["vm_target_kv"])
-        w.add(node, CIM["StaticVarCompensator.q"], row["q_mvar"])
 
 
 ELEMENT_READERS = {
