@@ -307,6 +307,30 @@ def test_every_run_kind_solves_a_grid_with_pv_buses(utility):
     assert hosting.hosting_results.count() > 0
 
 
+@pytest.mark.django_db
+def test_a_grid_whose_slack_is_a_machine_solves_as_in_pandapower(utility):
+    """No external grid: the reference machine (pandapower `gen.slack`, cim:SynchronousMachine.referencePriority) holds the
+    slack bus; a grid with neither is refused before a run is stored."""
+    net = pn.case9()
+    slack_bus, vm_pu = int(net.ext_grid.bus.iloc[0]), float(net.ext_grid.vm_pu.iloc[0])
+    net.ext_grid.drop(net.ext_grid.index, inplace=True)
+    pp.create_gen(net, bus=slack_bus, p_mw=0.0, vm_pu=vm_pu, slack=True, min_q_mvar=-300.0, max_q_mvar=300.0, name="slack machine")
+    grid = import_net(net, utility, "case9-machine-slack")
+    assert not models.ExternalGrid.objects.filter(grid=grid).exists()
+    expected = solved(net, enforce_q_lims=True).res_bus.vm_pu
+
+    run = execute(services.loadflow_run_create(grid=grid, at=AT))
+    assert run.status == Run.Status.SUCCEEDED, run.error
+    vm = {row["bus__iri"]: row["vm_pu"] for row in selectors.bus_results(run)}
+    assert max(abs(vm[f"{grid.iri}/bus/{i}"] - expected[i]) for i in net.bus.index) < 1e-6
+    assert run.summary["p_ext_grid_max_mw"] == pytest.approx(solved(net, enforce_q_lims=True).res_gen.p_mw.iloc[-1], abs=1e-4)
+
+    models.SynchronousMachine.objects.filter(grid=grid).update(reference_priority=0)
+    with pytest.raises(services.LoadFlowRequestError) as refused:
+        services.loadflow_run_create(grid=grid, at=AT)
+    assert refused.value.reason == "no_slack"
+
+
 # --- point 4: pandapower's own example networks --------------------------------------------------------------------
 
 

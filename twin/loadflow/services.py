@@ -73,9 +73,11 @@ def _check_parameters(grid: models.Grid, parameters: dict) -> None:
         raise LoadFlowRequestError("the voltage band must satisfy 0 < vm_min_pu < vm_max_pu < 2", reason="invalid_band")
     if not band.max_loading_percent > 0 or any(v <= 0 for v in band.loading_limits.values()):
         raise LoadFlowRequestError("loading limits must be greater than 0 %", reason="invalid_limit")
-    if not models.ExternalGrid.objects.filter(grid=grid, in_service=True).exists():
-        raise LoadFlowRequestError("the grid has no external grid in service: there is no slack bus to solve against",
-                                   reason="no_slack", status=422)
+    if not (models.ExternalGrid.objects.filter(grid=grid, in_service=True, retired_at__isnull=True).exists()
+            or models.SynchronousMachine.objects.filter(grid=grid, in_service=True, retired_at__isnull=True,
+                                                        reference_priority__gt=0).exists()):
+        raise LoadFlowRequestError("the grid has no slack to solve against: no external grid in service and no machine in service "
+                                   "with a reference priority", reason="no_slack", status=422)
     scenarios.check(grid, parameters.get("scenario"))
     for name in ("max_kw", "tolerance_kw"):
         value = parameters.get(name, 1.0)

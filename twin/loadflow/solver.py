@@ -117,6 +117,15 @@ class GridModel:
         return self._pq_factor[1]
 
 
+def has_slack(net: pp.pandapowerNet) -> bool:
+    """An external grid in service, or a generator in service that is the slack (`gen.slack`: a machine with a reference
+    priority). A slack machine holds its bus's voltage and angle; its p is then the solver's, and the grid exchange of the
+    results (`p_ext_grid_mw`) is what the slack supplies beyond its declared p."""
+    external = not net.ext_grid.empty and net.ext_grid.in_service.astype(bool).any()
+    machine = not net.gen.empty and (net.gen.in_service.astype(bool) & net.gen.slack.astype(bool)).any()
+    return bool(external or machine)
+
+
 def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
     """Let pandapower build the internal model of `net` (injections set to zero).
 
@@ -126,8 +135,9 @@ def build_model(net: pp.pandapowerNet, injections: Injections) -> GridModel:
     from pandapower.pypower.idx_brch import F_BUS, T_BUS
     from pandapower.pypower.idx_bus import BASE_KV
 
-    if net.ext_grid.empty or not net.ext_grid.in_service.any():
-        raise LoadFlowError("no_slack", "the grid has no external grid in service (no slack bus)")
+    if not has_slack(net):
+        raise LoadFlowError("no_slack", "the grid has no slack: no external grid in service and no machine in service that is "
+                                        "the reference (cim:SynchronousMachine.referencePriority > 0)")
     structure = copy.deepcopy(net)
     for table in ("load", "sgen", "storage"):
         structure[table]["p_mw"] = 0.0
@@ -275,7 +285,7 @@ def _refuse_islands(net, injections: Injections, inj_bus: np.ndarray) -> None:
     stranded = injections.in_service & (inj_bus < 0)
     if stranded.any():
         names = ", ".join(injections.iri[j] for j in np.flatnonzero(stranded)[:5])
-        raise LoadFlowError("islands", f"{int(stranded.sum())} injection(s) sit on buses with no connection to an external grid "
+        raise LoadFlowError("islands", f"{int(stranded.sum())} injection(s) sit on buses with no connection to a slack "
                                        f"(islands): {names}")
 
 
