@@ -24,7 +24,7 @@ demo: install
 
 ## test: the whole suite against real PostgreSQL and Redis (lint first; the real-browser tests need `browser`)
 test: install lint browser
-	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -q
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -q --durations=20
 
 lint: install
 	$(VENV)/bin/ruff check .
