@@ -25,8 +25,15 @@ def ours(graph: Graph) -> set[tuple[str, str | None]]:
 
 
 @pytest.fixture(scope="module")
-def lv_graph(lv_turtle) -> Graph:
-    return Graph().parse(data=lv_turtle, format="turtle")
+def small_graph() -> Graph:
+    """pandapower's `example_simple` in the RDF form (293 triples: external grid, transformer, lines, switches, load,
+    static generator, generator, shunt): pyshacl takes ~17 s on it against ~48 s on the SimBench LV grid, for the same
+    constraint components."""
+    import pandapower.networks as pn
+
+    from ontology.converters.pandapower_net import net_to_graph
+
+    return Graph() + net_to_graph(pn.example_simple(), grid_iri="https://gridtwin.example/id/example-simple", grid_name="example")
 
 
 def first(graph: Graph, predicate) -> URIRef:
@@ -45,7 +52,7 @@ def break_it(graph: Graph) -> Graph:
     g.set((load, CIM["EnergyConsumer.p"], Literal("lots")))  # datatype
     end = first(g, CIM["TransformerEnd.endNumber"])
     g.set((end, CIM["TransformerEnd.endNumber"], Literal(4)))  # in (1, 2 or 3)
-    g.set((end, CIM["PowerTransformerEnd.ratedU"], Literal(99.0, datatype=XSD.double)))  # SPARQL: 10 % rule
+    g.set((end, CIM["PowerTransformerEnd.ratedU"], Literal(999.0, datatype=XSD.double)))  # SPARQL: 10 % rule
     terminal = first(g, CIM["Terminal.TopologicalNode"])
     g.set((terminal, CIM["Terminal.TopologicalNode"], URIRef("urn:missing-bus")))  # class (referential integrity)
     bus = first(g, CIM["TopologicalNode.BaseVoltage"])
@@ -56,13 +63,13 @@ def break_it(graph: Graph) -> Graph:
     return g
 
 
-def test_a_conforming_grid_conforms_for_both(lv_graph):
-    assert ours(lv_graph) == set()
-    assert pyshacl_results(lv_graph) == set()
+def test_a_conforming_grid_conforms_for_both(small_graph):
+    assert ours(small_graph) == set()
+    assert pyshacl_results(small_graph) == set()
 
 
-def test_every_kind_of_defect_is_found_as_pyshacl_finds_it(lv_graph):
-    broken = break_it(lv_graph)
+def test_every_kind_of_defect_is_found_as_pyshacl_finds_it(small_graph):
+    broken = break_it(small_graph)
     expected = pyshacl_results(broken)
     found = ours(broken)
     # the unknown-type check is ours alone (pyshacl ignores untargeted nodes, which would be lost on import)
