@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from tests.browser import browser, browser_factory, pytest_runtest_makereport  # noqa: F401  (real-browser fixtures, screenshots)
 from twin.models import Credential, Participant
 
-LV_CODE = "1-LV-rural1--0-sw"
+LV_CODE, MV_CODE = "1-LV-rural1--0-sw", "1-MV-urban--0-sw"
 
 # The live server (pytest-django's `live_server`) writes a response's headers and body in separate small packets; with Nagle's
 # algorithm on, the second waits for the client's delayed ACK (~40 ms a request on Linux). Measured on the schema fuzz run:
@@ -63,6 +63,14 @@ def lv_net():
     import simbench
 
     return simbench.get_simbench_net(LV_CODE)
+
+
+@pytest.fixture(scope="session")
+def mv_net():
+    """The SimBench MV grid used across tests (4–5 s to load: once per run). Read it; copy it before changing it."""
+    import simbench
+
+    return simbench.get_simbench_net(MV_CODE)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandapower as pp
 import pytest
-import simbench
 from django.core.management import call_command
 
 from ontology.converters.pandapower_net import net_to_graph
@@ -29,9 +28,9 @@ NOON_IN_JUNE = YEAR + (96 * 172 + 48) * STEP  # step 16,560: PV high, load low
 
 
 @pytest.fixture(scope="module")
-def simbench_nets():
-    """SimBench nets by code, loaded once per module (4–5 s each)."""
-    return {code: simbench.get_simbench_net(code) for code in (LV_CODE, MV_CODE)}
+def simbench_nets(lv_net, mv_net):
+    """SimBench nets by code, loaded once per run (4–5 s each; conftest)."""
+    return {LV_CODE: lv_net, MV_CODE: mv_net}
 
 
 def import_simbench(net, code: str, owner: models.Participant) -> models.Grid:

@@ -20,10 +20,8 @@ postgresql_only = pytest.mark.skipif("connection.vendor != 'postgresql'", reason
 
 
 @pytest.fixture
-def grid(db, utility):
-    import simbench
-
-    return import_simbench(simbench.get_simbench_net(LV_CODE), LV_CODE, utility)
+def grid(db, utility, lv_net):
+    return import_simbench(lv_net, LV_CODE, utility)
 
 
 def stored(run: Run) -> dict[str, list[tuple]]:

@@ -24,13 +24,6 @@ MV_CODE = "1-MV-urban--0-sw"  # off-neutral taps, disconnectors and open switche
 SOLVER = {"lightsim2grid": False, "algorithm": "nr", "init": "dc", "calculate_voltage_angles": True, "tolerance_mva": 1e-9}
 
 
-@pytest.fixture(scope="module")
-def mv_net():
-    import simbench
-
-    return simbench.get_simbench_net(MV_CODE)
-
-
 @pytest.fixture
 def small_net():
     """A 60 Hz net with every convention the converter folds: parallel, df, scaling, taps off neutral, Dyn11, switches."""
