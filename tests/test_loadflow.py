@@ -14,6 +14,7 @@ import pytest
 from django.core.management import call_command
 
 from ontology.converters.pandapower_net import net_to_graph
+from tests.conftest import LV_CODE, MV_CODE
 from twin import models
 from twin.loadflow import selectors, services
 from twin.loadflow.inputs import build_inputs
@@ -21,7 +22,6 @@ from twin.loadflow.profiles import simbench_reference
 from twin.services import grid_import_graph
 
 Run = models.LoadFlowRun
-LV_CODE, MV_CODE = "1-LV-rural1--0-sw", "1-MV-urban--0-sw"
 YEAR = datetime(2016, 1, 1, tzinfo=UTC)
 STEP = timedelta(minutes=15)
 NOON_IN_JUNE = YEAR + (96 * 172 + 48) * STEP  # step 16,560: PV high, load low

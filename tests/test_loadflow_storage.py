@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from tests.test_loadflow import LV_CODE, NOON_IN_JUNE, execute, import_simbench
+from tests.conftest import LV_CODE
+from tests.test_loadflow import NOON_IN_JUNE, execute, import_simbench
 from twin import models
 from twin.loadflow import result_rows, services
 from twin.loadflow.inputs import SOURCES

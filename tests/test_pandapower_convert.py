@@ -20,7 +20,6 @@ from twin.pandapower_adapter import grid_to_net, rows_to_net
 from twin.rdf_codec import graph_to_rows
 
 GRID = "https://gridtwin.example/id/test/grid"
-MV_CODE = "1-MV-urban--0-sw"  # off-neutral taps, disconnectors and open switches
 SOLVER = {"lightsim2grid": False, "algorithm": "nr", "init": "dc", "calculate_voltage_angles": True, "tolerance_mva": 1e-9}
 
 

@@ -24,18 +24,6 @@ def ours(graph: Graph) -> set[tuple[str, str | None]]:
     return {(v.focus_node, v.path) for v in validate_graph(graph).violations}
 
 
-@pytest.fixture(scope="module")
-def small_graph() -> Graph:
-    """pandapower's `example_simple` in the RDF form (293 triples: external grid, transformer, lines, switches, load,
-    static generator, generator, shunt): pyshacl takes ~17 s on it against ~48 s on the SimBench LV grid, for the same
-    constraint components."""
-    import pandapower.networks as pn
-
-    from ontology.converters.pandapower_net import net_to_graph
-
-    return Graph() + net_to_graph(pn.example_simple(), grid_iri="https://gridtwin.example/id/example-simple", grid_name="example")
-
-
 def first(graph: Graph, predicate) -> URIRef:
     return sorted(graph.subjects(predicate, None))[0]
 

@@ -959,13 +959,13 @@ def read_equivalent_injections(index: GraphIndex) -> Iterator[dict]:
     for node in index.instances(CIM.EquivalentInjection):
         parts, bus = _one_terminal(index, node)
         status = bool(index.value(node, CIM["EquivalentInjection.regulationStatus"], False))
-        target_kv = _float(index, node, CIM["EquivalentInjection.regulationTarget"])
-        if status and target_kv is None:
+        numbers = _read_numbers(index, node, INJECTION_NUMBERS)
+        if status and numbers["vm_target_kv"] is None:
             raise CodecError(str(node), "a regulating equivalent injection needs cim:EquivalentInjection.regulationTarget in kV")
         yield {
             **_common(index, node, parts),
             "bus": bus,
-            **_read_numbers(index, node, INJECTION_NUMBERS),
+            **numbers,
             "regulation_capability": bool(index.value(node, CIM["EquivalentInjection.regulationCapability"], status)),
             "regulation_status": status,
         }
@@ -1003,13 +1003,13 @@ def read_static_var_compensators(index: GraphIndex) -> Iterator[dict]:
         parts, bus = _one_terminal(index, node)
         mode = modes[str(index.value(node, CIM["StaticVarCompensator.sVCControlMode"], SVC_MODES["voltage"]))]
         enabled = bool(index.value(node, CIM["RegulatingCondEq.controlEnabled"], True))
-        target_kv = _float(index, node, CIM["StaticVarCompensator.voltageSetPoint"])
-        if mode == "voltage" and enabled and target_kv is None:
+        numbers = _read_numbers(index, node, SVC_NUMBERS)
+        if mode == "voltage" and enabled and numbers["vm_target_kv"] is None:
             raise CodecError(str(node), "a voltage-controlling static VAR compensator needs cim:StaticVarCompensator.voltageSetPoint in kV")
         yield {
             **_common(index, node, parts),
             "bus": bus,
-            **_read_numbers(index, node, SVC_NUMBERS),
+            **numbers,
             "control_mode": mode,
             "control_enabled": enabled,
         }
